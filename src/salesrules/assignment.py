@@ -1,0 +1,1 @@
+"""assignment: under construction (see docs/architecture.md)."""

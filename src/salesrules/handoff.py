@@ -1,0 +1,1 @@
+"""handoff: under construction (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""splits: under construction (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""stages: under construction (see docs/architecture.md)."""

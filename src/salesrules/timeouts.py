@@ -1,0 +1,1 @@
+"""timeouts: under construction (see docs/architecture.md)."""
