@@ -43,11 +43,12 @@ _SECTION_MODULES: tuple[str, ...] = (
 
 def _load_sections() -> tuple[SectionSpec, ...]:
     specs: list[SectionSpec] = []
-    for name in _SECTION_MODULES:
+    for name in _SECTION_MODULES:  # a module exposes SECTION, or SECTIONS for several
         module = importlib.import_module(name)
         spec = getattr(module, "SECTION", None)
         if isinstance(spec, SectionSpec):
             specs.append(spec)
+        specs.extend(s for s in getattr(module, "SECTIONS", ()) if isinstance(s, SectionSpec))
     return tuple(specs)
 
 
