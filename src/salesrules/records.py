@@ -201,4 +201,91 @@ class OwnershipChange(Record):
 
 # ---- splits records ------------------------------------------------------------------------
 
+
+class SplitLine(BaseModel):
+    """One member of a split: a rep, a share in percent (``Decimal``) and a team role."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    rep_id: str
+    share: Money | None = None
+    role: str = ""
+
+
+class DealLine(BaseModel):
+    """One line of a deal (a product, or an amount in one currency); amounts are ``Decimal``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: str = ""
+    amount: Money
+    currency: str | None = None
+    product: str | None = None
+
+
+class SplitDeal(Record):
+    """The record a collaboration request or a split is about (an opportunity, usually).
+
+    ``split`` is its current revenue split (empty: the owner holds 100 %); ``overlay`` its
+    overlay split; ``amount``/``currency`` or ``lines`` its value.
+    """
+
+    owner_id: str | None = None
+    stage: str | None = None
+    region: str | None = None
+    amount: Money | None = None
+    currency: str | None = None
+    lines: tuple[DealLine, ...] = ()
+    split: tuple[SplitLine, ...] = ()
+    overlay: tuple[SplitLine, ...] = ()
+
+
+class CollaborationRequest(Record):
+    """A collaboration request as filled in by a rep (fields are checked by ``validate_request``).
+
+    Form fields are loosely typed on purpose: a missing or malformed one is reported as a
+    refusal listing every problem, not as an exception.
+    """
+
+    requester_id: Any = None
+    record_id: Any = None
+    owner_id: Any = None
+    share: Any = None
+    role: Any = None
+    contribution: Any = None
+    kind: Any = "revenue"
+    status: str = "draft"
+
+
+class ApprovalRecord(BaseModel):
+    """One step already taken on a collaboration request (who approved which step, when)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    step: int
+    approver: str
+    by: str
+    at: AwareDatetime
+    action: str = "approve"
+
+
+class CollaborationState(BaseModel):
+    """The persisted state of a submitted collaboration request (``Decision.state``)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    request_id: str
+    record_id: str
+    requester_id: str
+    owner_id: str
+    role: str
+    share: Money
+    kind: str = "revenue"
+    status: str = "submitted"
+    step: int = 0
+    approvals: tuple[ApprovalRecord, ...] = ()
+    submitted_at: AwareDatetime
+    expires_at: AwareDatetime | None = None
+
+
 # ---- handoff records -----------------------------------------------------------------------
