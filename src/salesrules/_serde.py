@@ -78,10 +78,14 @@ def dumps(obj: Any) -> str:
 _NONE_TYPE = type(None)
 
 
-def from_jsonable(tp: Any, data: Any) -> Any:  # noqa: C901 - one dispatch over type shapes
+def from_jsonable(tp: Any, data: Any) -> Any:
     """Rebuild a value of type ``tp`` from JSON data produced by :func:`to_jsonable`."""
-    if tp is Any or tp is object:
+    if tp is Any or tp is object or isinstance(tp, typing.TypeVar):
         return _freeze(data)
+    if tp is _NONE_TYPE:
+        if data is not None:
+            raise TypeError(f"expected null, got {data!r}")
+        return None
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin is typing.Union or origin is types.UnionType:

@@ -82,9 +82,9 @@ class _Loader(Reader, Scanner, Parser, Composer, _CoreResolver):
         return Location(self.filename, mark.line + 1, mark.column + 1)
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
-        event = self.peek_event()
+        event: Any = self.peek_event()  # type: ignore[no-untyped-call]
         if isinstance(event, yaml.AliasEvent):
-            self.get_event()
+            self.get_event()  # type: ignore[no-untyped-call]
             self.issues.append(
                 Issue(
                     "SR102",
@@ -93,7 +93,8 @@ class _Loader(Reader, Scanner, Parser, Composer, _CoreResolver):
                     hint="repeat the value instead; rule files must read the same top to bottom",
                 )
             )
-            return ScalarNode("tag:yaml.org,2002:null", "", event.start_mark, event.end_mark)
+            marks: tuple[Any, Any] = (event.start_mark, event.end_mark)
+            return ScalarNode("tag:yaml.org,2002:null", "", *marks)
         anchor = getattr(event, "anchor", None)
         if anchor is not None:
             self.issues.append(
@@ -108,20 +109,20 @@ class _Loader(Reader, Scanner, Parser, Composer, _CoreResolver):
         tag = getattr(event, "tag", None)
         if tag is not None and tag != "!":
             implicit = getattr(event, "implicit", (False, False))
-            explicit = not (isinstance(implicit, tuple) and implicit[0]) and not (
-                implicit is True
-            )
+            explicit = not (isinstance(implicit, tuple) and implicit[0]) and implicit is not True
             if explicit:
+                shown = tag.replace("tag:yaml.org,2002:", "!!")
                 self.issues.append(
                     Issue(
                         "SR102",
-                        f"tag '{tag}' is not allowed in rule files",
+                        f"tag '{shown}' is not allowed in rule files",
                         self._loc(event.start_mark),
                         hint="write the plain value; the schema gives it its type",
                     )
                 )
                 event.tag = None
-        return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        node: Node | None = super().compose_node(parent, index)
+        return node
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,8 +243,9 @@ def load_yaml(text: str, filename: str) -> tuple[Any, Marks, list[Issue]]:
             )
     if issues:
         return None, marks, issues
-    loader = _Loader(text, filename)
+    loader: _Loader | None = None
     try:
+        loader = _Loader(text, filename)
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -254,10 +256,11 @@ def load_yaml(text: str, filename: str) -> tuple[Any, Marks, list[Issue]]:
         issues.append(Issue("SR100", f"invalid YAML: {problem}", loc))
         return None, marks, issues
     except yaml.YAMLError as exc:
-        issues.append(Issue("SR100", f"invalid YAML: {exc}", Location(filename)))
+        issues.append(Issue("SR100", f"invalid YAML: {exc}", Location(filename, 1, 1)))
         return None, marks, issues
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     issues.extend(loader.issues)
     if node is None:
         issues.append(

@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
@@ -32,8 +32,8 @@ __all__ = [
     "RuleIssue",
     "RuleRef",
     "Trace",
-    "TraceStep",
     "TraceStatus",
+    "TraceStep",
 ]
 
 T = TypeVar("T")
@@ -67,7 +67,7 @@ class Reason:
     message: str
     rule_id: str | None = None
     location: Location | None = None
-    data: Mapping[str, Any] = field(default=_EMPTY)
+    data: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", _frozen(self.data))
@@ -104,7 +104,7 @@ class Effect:
     kind: str
     target: str
     idempotency_key: str
-    params: Mapping[str, Any] = field(default=_EMPTY)
+    params: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", _frozen(self.params))
@@ -129,7 +129,7 @@ class Assumption:
         object.__setattr__(self, "expected", _serde.freeze_json(self.expected))
 
 
-class TraceStatus(str, Enum):
+class TraceStatus(StrEnum):
     """What happened at one step of an evaluation."""
 
     MATCHED = "MATCHED"
@@ -146,7 +146,7 @@ class TraceStep:
     message: str
     rule_id: str | None = None
     location: Location | None = None
-    values: Mapping[str, Any] = field(default=_EMPTY)
+    values: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "values", _frozen(self.values))
@@ -209,7 +209,7 @@ class Decision(Generic[T]):
     reasons: tuple[Reason, ...] = ()
     effects: tuple[Effect, ...] = ()
     assumptions: tuple[Assumption, ...] = ()
-    state: Mapping[str, Any] = field(default=_EMPTY)
+    state: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     next_check_at: datetime | None = None
     errors: tuple[RuleIssue, ...] = ()
     trace: Trace | None = None

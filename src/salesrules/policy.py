@@ -207,6 +207,8 @@ class Policy:
         if not isinstance(request, Mapping):
             raise RecordError("request", "request", "a request must be a JSON object")
         kind = request.get("kind")
+        if not isinstance(kind, str):
+            raise RecordError("request", "kind", f"a request needs a 'kind' string, got {kind!r}")
         handler = None
         for spec in _ORDER:
             if kind in spec.kinds and (spec.name == "calendar" or spec.name in self._compiled):
@@ -409,6 +411,19 @@ def _load_texts(
 
 _CUSTOM_CODE = re.compile(r"^SR\d{3}$")
 
+# pydantic's wording for containers names Python types; rule-file authors think in YAML.
+_FRIENDLY: Mapping[str, str] = MappingProxyType(
+    {
+        "tuple_type": "expected a list",
+        "list_type": "expected a list",
+        "set_type": "expected a list",
+        "frozen_set_type": "expected a list",
+        "dict_type": "expected a mapping",
+        "model_type": "expected a mapping",
+        "model_attributes_type": "expected a mapping",
+    }
+)
+
 
 def _data_path(prefix: Path, data: Any, loc: tuple[Any, ...]) -> tuple[Path, Any]:
     """Follow a pydantic ``loc`` through the data, skipping union tags that are not keys."""
@@ -444,8 +459,6 @@ def _rule_id_at(data: Any, rel: Path) -> str | None:
 
 def _fields_at(model: Any, loc: tuple[Any, ...]) -> list[str]:
     """Best-effort: the field names of the model reached by ``loc`` (for did-you-mean)."""
-    import typing
-
     candidates: list[Any] = [model]
     for part in loc:
         nxt: list[Any] = []
@@ -460,7 +473,6 @@ def _fields_at(model: Any, loc: tuple[Any, ...]) -> list[str]:
             if isinstance(inner, type) and issubclass(inner, BaseModel):
                 for fname, finfo in inner.model_fields.items():
                     names.append(finfo.alias or fname)
-    del typing
     return names
 
 
@@ -542,7 +554,7 @@ def _pydantic_issues(
                 hint = "add an offset such as +08:00 or Z"
         else:
             code = "SR106"
-            message = err["msg"]
+            message = _FRIENDLY.get(etype, err["msg"])
             if not isinstance(value, dict | list):
                 message += f" (got {value!r})"
             location = marks.value(path)
@@ -550,10 +562,10 @@ def _pydantic_issues(
             if isinstance(expected, str) and isinstance(value, str):
                 options = re.findall(r"'([^']*)'", expected)
                 hint = did_you_mean(value, options)
-        key = (code, location, message)
-        if key in seen:
+        dedupe = (code, location, message)
+        if dedupe in seen:
             continue
-        seen.add(key)
+        seen.add(dedupe)
         out.append(Issue(code, message, location, rule_id, hint))
     return out
 

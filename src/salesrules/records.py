@@ -195,9 +195,189 @@ class OwnershipChange(Record):
 
 # ---- assignment records --------------------------------------------------------------------
 
+from pydantic import Field as _AField  # noqa: E402
+
+
+class Window(BaseModel):
+    """A half-open time window ``[start, end)`` (availability, leave)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: AwareDatetime
+    end: AwareDatetime
+
+
+class RosterRep(Rep):
+    """A rep as the assignment roster sees it: a :class:`Rep` plus availability and capacity.
+
+    ``availability``: when non-empty, the rep can receive leads only inside one of these
+    windows (a shift); ``away``: windows when the rep receives nothing (leave, PTO). Both are
+    half-open ``[start, end)``. ``capacity`` is the weight of the ``weighted`` strategy when the
+    rule names no cap to weigh by.
+    """
+
+    availability: tuple[Window, ...] = ()
+    away: tuple[Window, ...] = ()
+    capacity: int | None = _AField(default=None, ge=0)
+
+
+class Lead(Record):
+    """A new lead to assign; custom fields are allowed and readable by conditions."""
+
+    source: str | None = None
+    region: str | None = None
+    company: str | None = None
+    credit_code: str | None = None
+    creator_id: str | None = None
+
+
+class RegisteredCustomer(Record):
+    """A registered customer (报备客户): its owner and the end of its protection period.
+
+    ``protected_until`` is exclusive: at that instant the protection has ended.
+    """
+
+    name: str = ""
+    credit_code: str | None = None
+    owner_id: str
+    protected_until: AwareDatetime | None = None
+
+
+class PoolRecord(Record):
+    """A record in a public pool (公海), as a claim sees it.
+
+    ``released_at`` is when it entered the pool; ``previous_owner_id`` who held it before.
+    """
+
+    pool: str
+    released_at: AwareDatetime | None = None
+    previous_owner_id: str | None = None
+
+
+class RepCounts(BaseModel):
+    """What the host counted for one rep; every cap and claim limit reads only these fields.
+
+    ``assigned_at``: times of the rep's recent new assignments (cover at least the longest
+    cap period/window); ``claimed_at``: times of recent pool claims (at least this month);
+    ``open_records``: the rep's open records (for backlog caps with a condition);
+    ``holdings`` / ``won``: records currently held, and how many of them are won;
+    ``last_assigned_at``: the latest assignment (least-loaded tie-break);
+    ``by_cap``: counts the host already computed, by cap id (they win over the raw data).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    assigned_at: tuple[AwareDatetime, ...] = ()
+    claimed_at: tuple[AwareDatetime, ...] = ()
+    open_records: tuple[dict[str, Any], ...] = ()
+    holdings: int = _AField(default=0, ge=0)
+    won: int = _AField(default=0, ge=0)
+    last_assigned_at: AwareDatetime | None = None
+    by_cap: dict[str, int] = _AField(default_factory=dict)
+
+
 # ---- timeouts records ----------------------------------------------------------------------
 
+
+def _tracked_type(value: Any) -> Any:
+    if value not in ("lead", "customer", "opportunity"):
+        raise ValueError("type must be 'lead', 'customer' or 'opportunity'")
+    return value
+
+
+def _tracked_status(value: Any) -> Any:
+    if value not in ("open", "won", "lost"):
+        raise ValueError("status must be 'open', 'won' or 'lost'")
+    return value
+
+
+def _non_negative(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+        raise ValueError("must be zero or more")
+    return value
+
+
+class GradeChange(BaseModel):
+    """One entry of a lead's grade history: the grade it got and when."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    grade: str
+    at: AwareDatetime
+
+
+class TrackedRecord(Record):
+    """A lead, registered customer or opportunity whose release clocks ``timeouts`` checks.
+
+    ``type`` is ``lead``, ``customer`` or ``opportunity``; ``status`` is ``open``, ``won`` or
+    ``lost``. ``owner_since`` is the start of the current owner's tenure; when absent it is
+    read from the ownership history passed to ``timeouts.check``. ``created_at`` is
+    informational only: no clock ever starts at a record's creation.
+    """
+
+    type: Annotated[str, BeforeValidator(_tracked_type)]
+    owner_id: str | None = None
+    owner_since: AwareDatetime | None = None
+    owner_manager_id: str | None = None
+    created_at: AwareDatetime | None = None
+    status: Annotated[str, BeforeValidator(_tracked_status)] = "open"
+    grade: str | None = None
+    grade_changes: tuple[GradeChange, ...] = ()
+    stage: str | None = None
+    stage_entered_at: AwareDatetime | None = None
+    converted_at: AwareDatetime | None = None
+    customer_id: str | None = None
+    locked: bool = False
+    owner_lock_count: Annotated[int, BeforeValidator(_non_negative)] | None = None
+    extensions: Annotated[int, BeforeValidator(_non_negative)] = 0
+
 # ---- stages records ------------------------------------------------------------------------
+
+
+class StageAttachment(BaseModel):
+    """A file attached to an opportunity; ``kind`` is what stage gates look for (需求调研表)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    kind: str
+    id: str | None = None
+    name: str = ""
+
+
+class StageApproval(BaseModel):
+    """An approval on an opportunity; only ``status == "approved"`` satisfies a gate."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    kind: str
+    status: str = "approved"
+    by: str | None = None
+    at: AwareDatetime | None = None
+
+
+class StageOpportunity(Record):
+    """An opportunity as the stage gates read it.
+
+    Custom fields (``amount``, ``close_date`` …) are extra fields, read by the field names the
+    ``stages`` section declares. ``splits`` (revenue split lines, ``[{rep_id, share}]``) is read
+    by the ``valid_revenue_split`` check.
+    """
+
+    stage: str
+    owner_id: str | None = None
+    owner_manager_id: str | None = None
+    collaborator_ids: tuple[str, ...] = ()
+    attachments: tuple[StageAttachment, ...] = ()
+    checklist: dict[str, bool] = {}
+    approvals: tuple[StageApproval, ...] = ()
+
+
+class StageActor(Record):
+    """Who asks for a stage transition: roles, and the permissions a bypass may name."""
+
+    name: str = ""
+    roles: tuple[str, ...] = ()
+    permissions: tuple[str, ...] = ()
 
 # ---- splits records ------------------------------------------------------------------------
 
@@ -289,3 +469,126 @@ class CollaborationState(BaseModel):
 
 
 # ---- handoff records -----------------------------------------------------------------------
+# Imports local to this block keep concurrent edits of the blocks independent.
+from datetime import date as _date  # noqa: E402
+from typing import Literal as _Literal  # noqa: E402
+
+from pydantic import Field as _Field  # noqa: E402
+
+
+class Contract(Record):
+    """A sales contract handed over to delivery (custom fields allowed and mappable).
+
+    ``owner_id`` is the sales owner; ``amount`` is ``Decimal`` (never a float);
+    ``start_date``/``end_date`` are calendar dates (ISO ``YYYY-MM-DD``).
+    """
+
+    number: str | None = None
+    opportunity_id: str | None = None
+    customer_id: str | None = None
+    owner_id: str | None = None
+    amount: Money | None = None
+    currency: str | None = None
+    product_line: str | None = None
+    region: str | None = None
+    start_date: _date | None = None
+    end_date: _date | None = None
+
+
+#: The contract events the handoff understands.
+ContractEventType = _Literal["amended", "approved", "verified", "revoked"]
+
+
+class ContractEvent(Record):
+    """Something that happened to a contract (a webhook from the CRM's approval flow).
+
+    ``version`` is the contract's revision when the event happened (an amendment makes a new
+    revision); ``verification`` is the verification result of a ``verified`` event, such as
+    ``normal_project``.
+    """
+
+    contract_id: str
+    type: ContractEventType
+    version: int = _Field(ge=0)
+    at: AwareDatetime
+    verification: str | None = None
+
+
+class ProjectMilestone(BaseModel):
+    """One milestone of a project as reported by the project tool."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: str
+    done: bool = False
+    at: AwareDatetime | None = None
+
+
+class ProjectStatusEvent(Record):
+    """A snapshot of a project's status sent back by the project tool.
+
+    Ordered by ``version`` when the event has one, else by ``at``. ``milestones`` is the full
+    list as of this snapshot (not a delta).
+    """
+
+    contract_id: str
+    project_id: str | None = None
+    status: str
+    percent_complete: Decimal | None = _Field(default=None, ge=0, le=100)
+    milestones: tuple[ProjectMilestone, ...] = ()
+    version: int | None = _Field(default=None, ge=0)
+    at: AwareDatetime
+
+
+class HandoffProject(BaseModel):
+    """The project a handoff asked the host to create (persisted in the handoff state).
+
+    ``key`` is the idempotency key of its ``create_project`` effect; ``id`` is the project
+    tool's id once the host knows it (``None`` until then); ``state`` is ``live``, ``flagged``
+    (approval revoked after work started: a human decides) or ``cancelled``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str
+    id: str | None = None
+    state: _Literal["live", "flagged", "cancelled"] = "live"
+    name: str | None = None
+    template: str | None = None
+    lead_id: str | None = None
+    version: int = 0
+
+
+class HandoffStatus(BaseModel):
+    """The last project status applied to the CRM (persisted in the handoff state)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: str
+    event_id: str
+    at: AwareDatetime
+    version: int | None = None
+    crm: dict[str, Any] = _Field(default_factory=dict)
+
+
+class HandoffState(BaseModel):
+    """What the host persists per contract between handoff decisions (``Decision.state``).
+
+    ``version``/``rank`` order contract events (see ``docs/handoff.md``); ``phase`` is
+    ``new``, ``notified``, ``project``, ``revoked`` or ``not_a_project``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    contract_id: str
+    opportunity_id: str | None = None
+    customer_id: str | None = None
+    phase: _Literal["new", "notified", "project", "revoked", "not_a_project"] = "new"
+    version: int = -1
+    rank: int = -1
+    last_event: str | None = None
+    last_event_id: str | None = None
+    team: str | None = None
+    sales_owner_id: str | None = None
+    project: HandoffProject | None = None
+    status: HandoffStatus | None = None
