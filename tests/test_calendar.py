@@ -5,11 +5,13 @@ from __future__ import annotations
 import pickle
 import threading
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import yaml
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -26,7 +28,8 @@ from salesrules.calendar import (
     parse_duration,
 )
 from salesrules.decision import Decision
-from salesrules.errors import Issue, RecordError
+from salesrules.errors import Issue, PolicyError, RecordError
+from salesrules.policy import load_policy_string
 
 SH = ZoneInfo("Asia/Shanghai")
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -523,7 +526,7 @@ def test_calendar_is_frozen_hashable_and_picklable() -> None:
     ],
 )
 def test_from_hours_rejects_bad_hours(hours: dict[str, list[str]]) -> None:
-    with pytest.raises(ValueError):  # noqa: PT011 - several distinct messages
+    with pytest.raises(ValueError):
         Calendar.from_hours("UTC", hours)
 
 
@@ -835,3 +838,60 @@ def test_business_day_lands_on_a_working_day(cal: Calendar, start: datetime, n: 
 def test_naive_always_raises(t: datetime) -> None:
     with pytest.raises(RecordError):
         CN.add(t, "1 business day")
+
+
+# -------------------------------------------------------------------------------------------
+# Golden cases through the policy loader, and located issues
+# -------------------------------------------------------------------------------------------
+
+GOLDEN = Path(__file__).parent / "golden" / "calendar"
+
+
+def _golden() -> list[Any]:
+    params = []
+    for path in sorted(GOLDEN.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        params.append(pytest.param(path.name, data, id=f"{path.stem}: {data['note']}"))
+    return params
+
+
+@pytest.mark.parametrize(("name", "data"), _golden())
+def test_golden_cases(name: str, data: dict[str, Any]) -> None:
+    text = yaml.safe_dump({"version": 1, **data["policy"]}, allow_unicode=True)
+    policy = load_policy_string(text, filename=name)
+    assert data["cases"]
+    for case in data["cases"]:
+        start = datetime.fromisoformat(case["start"])
+        want = datetime.fromisoformat(case["want"])
+        got = policy.calendar.add(start, case["duration"])
+        assert (got.isoformat(), case["duration"]) == (want.isoformat(), case["duration"])
+        decision = decide_deadline(
+            policy, {"start": case["start"], "duration": case["duration"]}, start, False
+        )
+        assert decision.outcome.deadline == got
+
+
+BROKEN = """\
+version: 1
+calendar:
+  timezone: Asia/Shangai
+  working_hours:
+    mon-fry: ["09:00-12:00"]
+    tue: ["9-5"]
+    wed: ["09:00-12:00", "11:30-18:00"]
+  holidays: { country: CN, subdivision: ZZ }
+"""
+
+
+def test_policy_reports_located_calendar_issues() -> None:
+    with pytest.raises(PolicyError) as info:
+        load_policy_string(BROKEN, filename="cal.yaml")
+    issues = info.value.issues
+    assert [i.code for i in issues] == ["SR131", "SR132", "SR132", "SR132", "SR133"]
+    assert [i.location.line for i in issues if i.location] == [3, 5, 6, 7, 8]
+    assert all(i.hint for i in issues)
+
+
+def test_policy_without_calendar_uses_default() -> None:
+    policy = load_policy_string("version: 1\n")
+    assert policy.calendar == DEFAULT_CALENDAR

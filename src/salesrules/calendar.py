@@ -117,6 +117,7 @@ DurationUnit = Literal[
 _BUSINESS_UNITS: frozenset[str] = frozenset({"business_days", "business_hours", "business_minutes"})
 _DATE_UNITS: tuple[str, ...] = ("years", "months", "weeks", "days")
 _TIME_UNITS: tuple[str, ...] = ("hours", "minutes", "seconds")
+_FAST_UNITS: frozenset[str] = frozenset({"weeks", "days", "hours", "minutes", "seconds"})
 _ISO_LETTER: Mapping[str, str] = MappingProxyType(
     {
         "years": "Y",
@@ -460,6 +461,23 @@ class Calendar:
         init=False, repr=False, compare=False, hash=False
     )
 
+    def __repr__(self) -> str:
+        week = ", ".join(
+            f"{name}={'+'.join(f'{_clock_text(s)}-{_clock_text(e)}' for s, e in day)}"
+            for name, day in zip(_WEEKDAYS, self.weekly, strict=True)
+            if day
+        )
+        extra = ""
+        if self.country:
+            extra += f", holidays={self.country}" + (
+                f"-{self.subdivision}" if self.subdivision else ""
+            )
+        if self.extra_holidays:
+            extra += f", extra_holidays={len(self.extra_holidays)}"
+        if self.extra_workdays:
+            extra += f", extra_workdays={len(self.extra_workdays)}"
+        return f"Calendar({self.timezone!r}, {week}{extra})"
+
     def __post_init__(self) -> None:
         if len(self.weekly) != 7:
             raise ValueError("weekly must hold seven days of hours, Monday first")
@@ -688,25 +706,46 @@ class Calendar:
 
     def _add_days(self, u: datetime, n: int) -> datetime:
         zone = self._zone
-        eff = self._opening_utc(u).astimezone(zone)
-        ordinal = eff.toordinal()
-        wall = ((eff.hour * 60 + eff.minute) * 60 + eff.second) * 1_000_000 + eff.microsecond
-        if n == 0:
-            return eff
+        local = u.astimezone(zone)
+        ordinal = local.toordinal()
+        memo = self._memo
         day = self._day
+        # The effective start: ``u`` itself when working, else the next opening; ``wall`` is
+        # its wall-clock time of day (microseconds), the time the deadline day keeps.
+        wall = -1
+        while wall < 0:
+            hours, instants = memo.get(ordinal) or day(ordinal)
+            for (ws, _), (s, e) in zip(hours, instants, strict=True):
+                if u < e:
+                    if u < s:
+                        wall, u = ws, s
+                    else:
+                        wall = (
+                            (local.hour * 60 + local.minute) * 60 + local.second
+                        ) * 1_000_000 + local.microsecond
+                    break
+            else:
+                ordinal += 1
+        if n == 0:
+            return u.astimezone(zone)
         while n:
             ordinal += 1
-            if day(ordinal)[0]:
+            if (memo.get(ordinal) or day(ordinal))[0]:
                 n -= 1
-        hours = day(ordinal)[0]
-        target = hours[0][0]
+        hours, instants = memo.get(ordinal) or day(ordinal)
+        index, target = 0, hours[0][0]
         if wall >= target:
-            for s, e in hours:
-                if wall < s:
+            for i, (s_wall, e_wall) in enumerate(hours):
+                if wall < s_wall:
                     break
-                target = wall if wall <= e else e
-        local = datetime.fromordinal(ordinal) + timedelta(microseconds=target)
-        return _to_utc(local, zone).astimezone(zone)
+                index, target = i, (wall if wall <= e_wall else e_wall)
+        s_wall, e_wall = hours[index]
+        s_utc, e_utc = instants[index]
+        if e_utc - s_utc == timedelta(microseconds=e_wall - s_wall):
+            # No clock change inside this interval: offset from its opening instant.
+            return (s_utc + timedelta(microseconds=target - s_wall)).astimezone(zone)
+        naive = datetime.fromordinal(ordinal) + timedelta(microseconds=target)
+        return _to_utc(naive, zone).astimezone(zone)
 
     def _add_seconds(self, u: datetime, remaining: timedelta) -> datetime:
         zone = self._zone
@@ -727,6 +766,11 @@ class Calendar:
 
     def _add_calendar(self, u: datetime, d: Duration) -> datetime:
         zone = self._zone
+        if not d.rest and d.unit in _FAST_UNITS:  # the common single-unit forms, quickly
+            delta = timedelta(**{d.unit: d.amount})
+            if d.unit in _TIME_UNITS:
+                return (u + delta).astimezone(zone)
+            return _to_utc(u.astimezone(zone).replace(tzinfo=None) + delta, zone).astimezone(zone)
         parts = dict(d.components)
         date_delta = relativedelta(
             years=parts.get("years", 0),
@@ -808,6 +852,19 @@ def _us_to_time(us: int) -> time:
     seconds, micro = divmod(us, 1_000_000)
     minutes, sec = divmod(seconds, 60)
     return time(minutes // 60, minutes % 60, sec, micro)
+
+
+def _weekday_suggestion(key: str) -> str | None:
+    """The nearest valid weekday key (each end of a range corrected on its own)."""
+    parts = [p.strip() for p in key.lower().split("-")]
+    fixed: list[str] = []
+    for part in parts[:2]:
+        close = difflib.get_close_matches(part[:3], _WEEKDAYS, n=1, cutoff=0.5)
+        if not close:
+            return None
+        fixed.append(close[0])
+    suggestion = "-".join(fixed)
+    return suggestion if _weekday_keys(suggestion) is not None else None
 
 
 def _weekday_keys(key: str) -> tuple[int, ...] | None:
@@ -900,15 +957,15 @@ def compile_calendar(model: CalendarSection, ctx: CompileContext) -> Calendar:
         path = (*base, "working_hours", key)
         days = _weekday_keys(key)
         if days is None:
-            close = difflib.get_close_matches(key.lower(), _WEEKDAYS, n=1, cutoff=0.5)
+            suggestion = _weekday_suggestion(key)
             ctx.error(
                 "SR132",
                 f"unknown weekday key '{key}'",
                 path,
                 key=True,
-                hint=f"did you mean '{close[0]}'?"
-                if close
-                else "use mon..sun or a range like mon-fri",
+                hint=f"did you mean '{suggestion}'?"
+                if suggestion
+                else "use mon..sun or a forward range like mon-fri",
             )
             hours_bad = True
             continue
