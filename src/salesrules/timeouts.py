@@ -1459,6 +1459,8 @@ def _eval_clock(c: _Clock, f: _Facts, t: TimeoutsPolicy, now: datetime,
 
 def _ctx(f: _Facts) -> dict[str, Any]:
     rec = _mapping(f)
+    if f.stage is not None and rec.get("stage") != f.stage:  # the stage read from the history
+        rec = {**rec, "stage": f.stage}
     if f.customer is not None:
         cust = _lead_mapping(f.customer, f"{f.target} customer")
     elif f.type == "customer":
@@ -1598,6 +1600,10 @@ def _decide(t: TimeoutsPolicy, f: _Facts, now: datetime, cw: _Clockwork, explain
     if f.status == "won":
         return Decision("check", CheckOutcome(f.target, "none", held_by=("won",)),
                         (Reason("won", f"{f.target} is won: never released"),),
+                        trace=tb.build() if tb else None, policy_digest=digest)
+    if f.type == "lead" and f.converted_at is not None and f.converted_at <= now:
+        return Decision("check", CheckOutcome(f.target, "none"),
+                        (Reason("converted", f"{f.target} was converted: its clocks stopped"),),
                         trace=tb.build() if tb else None, policy_digest=digest)
     if f.owner_id is None:
         return Decision("check", CheckOutcome(f.target, "none"),
