@@ -88,9 +88,9 @@ STAGE_CODES: Mapping[str, str] = MappingProxyType(
         "SR243": "duplicate transition (the same from → to declared twice)",
         "SR244": "a stage cannot be reached from the initial stage",
         "SR245": "a skip or backward move is not declared as such (or declared but is not one)",
-        "SR246": "unknown field, or a field check that does not fit the field's type",
+        "SR246": "unknown field, or a field check that is invalid or does not fit the field's type",
         "SR247": "unknown attachment kind, checklist item or approval kind",
-        "SR248": "unknown role",
+        "SR248": "unknown role, or an unknown recipient of an after-transition action",
         "SR249": "unknown named check",
         "SR330": "an open stage can never reach a terminal stage",
         "SR331": "a declared field, attachment kind, checklist item or approval is never required",
@@ -939,6 +939,7 @@ NAMED_CHECKS: Mapping[str, NamedCheckFn] = MappingProxyType(
 
 def _compile(model: StagesSection, ctx: CompileContext) -> StagesPolicy:
     root: Path = ("stages",)
+    issues_before = len(ctx.issues)
     ctx.check_unique_ids(
         ((s.id, (*root, "stages", i)) for i, s in enumerate(model.stages)), "stage"
     )
@@ -1001,8 +1002,8 @@ def _compile(model: StagesSection, ctx: CompileContext) -> StagesPolicy:
         else:
             sources = [(s, (*tpath, "from", k)) for k, s in enumerate(t.from_)]
         gates, who, criterion, reason_req = _compile_gates(t, tpath, ref, model, ctx, used, roles)
-        actions = _compile_actions(t, tpath, ctx)
-        declared_skipback = False
+        actions = _compile_actions(t, tpath, ctx, roles)
+        declared_skipback = computed = False
         for src, spath in sources:
             if src not in stages:
                 ctx.error(
@@ -1034,6 +1035,7 @@ def _compile(model: StagesSection, ctx: CompileContext) -> StagesPolicy:
                     "SR245", f"'{src}' -> '{t.to}' moves backwards", (*tpath, "to"), rule_id=t.id,
                     hint="declare `backward: true` (and consider `require: {reason: true}`)",
                 )
+            computed = True
             declared_skipback = declared_skipback or move in ("skip", "backward")
             if (src, t.to) in transitions:
                 first = ctx.location(pair_path[(src, t.to)])
@@ -1061,13 +1063,15 @@ def _compile(model: StagesSection, ctx: CompileContext) -> StagesPolicy:
             pair_path[(src, t.to)] = spath
             outgoing[src].append(tr)
         for flag in ("skip", "backward"):
-            if getattr(t, flag) and not declared_skipback and to_ok and sources:
+            if getattr(t, flag) and computed and not declared_skipback:
                 ctx.error(
                     "SR245", f"transition '{t.id}' declares `{flag}: true` but is no {flag}",
                     (*tpath, flag), rule_id=t.id, key=True,
                 )
 
-    _check_graph(model, stages, initial, outgoing, ctx)
+    # With an unknown stage the graph is incomplete: reachability would only add noise.
+    if not any(i.code == "SR241" for i in ctx.issues[issues_before:]):
+        _check_graph(model, stages, initial, outgoing, ctx)
     _check_unused(model, used, ctx)
     bypass = {perm: frozenset(b.channels) for perm, b in model.bypass.items()}
     return StagesPolicy(
@@ -1201,7 +1205,7 @@ def _field_checks(
             try:
                 operand = re.compile(operand)
             except re.error as exc:
-                ctx.error("SR121", f"invalid regular expression: {exc}", (*fpath, key),
+                ctx.error("SR246", f"invalid regular expression: {exc}", (*fpath, key),
                           rule_id=rule_id)
                 continue
         if op == "in" and decl.type == "choice" and decl.values:
@@ -1217,18 +1221,20 @@ def _field_checks(
     return tuple(out)
 
 
-def _compile_actions(t: TransitionDecl, tpath: Path, ctx: CompileContext) -> tuple[_Action, ...]:
+def _compile_actions(
+    t: TransitionDecl, tpath: Path, ctx: CompileContext, roles: set[str]
+) -> tuple[_Action, ...]:
     out: list[_Action] = []
     for k, a in enumerate(t.after):
         apath: Path = (*tpath, "after", k)
         if isinstance(a, NotifyAction):
-            _check_target(a.to, (*apath, "to"), t.id, ctx)
+            _check_target(a.to, (*apath, "to"), t.id, ctx, roles)
             params: dict[str, Any] = {"message": a.message}
             if a.template:
                 params["template"] = a.template
             out.append(_Action("notify", a.to, MappingProxyType(params), None, k))
         elif isinstance(a, TaskAction):
-            _check_target(a.to, (*apath, "to"), t.id, ctx)
+            _check_target(a.to, (*apath, "to"), t.id, ctx, roles)
             due = ctx.duration(a.due, (*apath, "due"), rule_id=t.id) if a.due else None
             out.append(_Action("create_task", a.to, MappingProxyType({"title": a.title}), due, k))
         else:
@@ -1243,11 +1249,18 @@ def _compile_actions(t: TransitionDecl, tpath: Path, ctx: CompileContext) -> tup
 _TARGET = re.compile(r"^(owner|owner_manager|actor|(rep|team|role):.+)$")
 
 
-def _check_target(to: str, path: Path, rule_id: str, ctx: CompileContext) -> None:
+def _check_target(
+    to: str, path: Path, rule_id: str, ctx: CompileContext, roles: set[str]
+) -> None:
     if not _TARGET.match(to):
         ctx.error(
-            "SR106", f"unknown recipient '{to}'", path, rule_id=rule_id,
+            "SR248", f"unknown recipient '{to}'", path, rule_id=rule_id,
             hint="use owner, owner_manager, actor, rep:ID, team:ID or role:NAME",
+        )
+    elif to.startswith("role:") and to[5:] not in roles:
+        ctx.error(
+            "SR248", f"unknown role '{to[5:]}'", path, rule_id=rule_id,
+            hint=did_you_mean(to[5:], roles) or "declare it under `roles:`",
         )
 
 
