@@ -148,7 +148,9 @@ def test_golden(path: Path) -> None:
             records = {k: {**v, **(step.get(k) or {})} for k, v in base.items()}
 
             def decide(
-                records: dict[str, Any] = records, step: Mapping[str, Any] = step
+                records: dict[str, Any] = records,
+                step: Mapping[str, Any] = step,
+                state: Mapping[str, Any] | None = state,
             ) -> Decision[Any]:
                 return on_contract_event(
                     policy,
@@ -162,7 +164,9 @@ def test_golden(path: Path) -> None:
 
         else:
 
-            def decide(step: Mapping[str, Any] = step) -> Decision[Any]:
+            def decide(
+                step: Mapping[str, Any] = step, state: Mapping[str, Any] | None = state
+            ) -> Decision[Any]:
                 return on_project_status(
                     policy, _event(step["project_status"]), state=state, now=NOW
                 )
