@@ -793,7 +793,7 @@ def _compile(model: SplitsSection, ctx: CompileContext) -> SplitsPolicy:
     rp = (*base, "request")
     for name in ("min_share", "max_share"):
         value = getattr(req, name)
-        top = Decimal(1000) if "overlay" in req.kinds and "revenue" not in req.kinds else _HUNDRED
+        top = Decimal(1000) if "overlay" in req.kinds else _HUNDRED
         if value < 0 or value > top:
             ctx.error("SR253", f"request.{name} {value} is outside 0–{top}", (*rp, name))
     if req.min_share > req.max_share:
@@ -1004,7 +1004,8 @@ def _resolve(policy: Any) -> tuple[SplitsPolicy, str]:
     has = getattr(policy, "has", None)
     if callable(has) and not has("splits"):
         return DEFAULT_SPLITS, str(getattr(policy, "digest", ""))
-    section = policy.section("splits")
+    get = getattr(policy, "section", None)
+    section = get("splits") if callable(get) else None
     if not isinstance(section, SplitsPolicy):
         raise RecordError("policy", "splits", "the policy's splits section is not compiled")
     return section, str(getattr(policy, "digest", ""))
