@@ -1212,24 +1212,95 @@ def _prepare(
 
 
 class _Clockwork:
-    """Deadline arithmetic on the policy's calendar with per-call memoization."""
+    """Deadline arithmetic on the policy's calendar, with memos that live for one call.
 
-    __slots__ = ("_adds", "_days", "cal", "zone")
+    Business days and plain calendar days/weeks are computed here from the calendar's
+    per-date working hours (``Calendar.hours_on``), following ``Calendar.add``'s documented
+    semantics exactly (a property test compares the two); everything else is delegated to
+    ``Calendar.add``. The memos are bounded, so a sweep's memory does not grow with its size.
+    """
+
+    __slots__ = ("_adds", "_days", "_targets", "_walls", "cal", "zone")
+
+    _LIMIT = 4096
 
     def __init__(self, cal: Calendar) -> None:
         self.cal = cal
         self.zone = ZoneInfo(cal.timezone)
         self._adds: dict[tuple[datetime, Duration], datetime] = {}
         self._days: dict[int, tuple[tuple[datetime, datetime], ...]] = {}
+        self._walls: dict[int, tuple[tuple[int, int], ...]] = {}
+        self._targets: dict[tuple[int, int], int] = {}
 
     def add(self, start: datetime, d: Duration) -> datetime:
+        unit = d.unit
+        if unit == "business_days":
+            return self._add_days(start, d.amount)
+        if (unit == "days" or unit == "weeks") and not d.rest:
+            local = start.astimezone(self.zone).replace(tzinfo=None)
+            n = d.amount * 7 if unit == "weeks" else d.amount
+            out = (local + timedelta(days=n)).replace(tzinfo=self.zone)
+            return out.astimezone(UTC).astimezone(self.zone)
         key = (start, d)
         hit = self._adds.get(key)
         if hit is None:
-            if len(self._adds) > 50_000:
+            if len(self._adds) >= self._LIMIT:
                 self._adds.clear()
             hit = self._adds[key] = self.cal.add(start, d)
         return hit
+
+    def _wall(self, ordinal: int) -> tuple[tuple[int, int], ...]:
+        hit = self._walls.get(ordinal)
+        if hit is None:
+            if len(self._walls) >= self._LIMIT:
+                self._walls.clear()
+            out = []
+            for s, e in self.cal.hours_on(date.fromordinal(ordinal)):
+                a = ((s.hour * 60 + s.minute) * 60 + s.second) * 1_000_000 + s.microsecond
+                b = 86_400_000_000 if e is None else (
+                    ((e.hour * 60 + e.minute) * 60 + e.second) * 1_000_000 + e.microsecond)
+                out.append((a, b))
+            hit = self._walls[ordinal] = tuple(out)
+        return hit
+
+    def _opening(self, u: datetime) -> datetime:
+        ordinal = u.astimezone(self.zone).toordinal()
+        for _ in range(3660):
+            for s, e in self._intervals(ordinal):
+                if u < e:
+                    return s if u < s else u
+            ordinal += 1
+        return u  # pragma: no cover - ten years without working time
+
+    def _add_days(self, start: datetime, n: int) -> datetime:
+        if n < 0:
+            return self.cal.add(start, Duration("business_days", n, True))
+        zone = self.zone
+        eff = self._opening(start.astimezone(UTC)).astimezone(zone)
+        if n == 0:
+            return eff
+        ordinal = eff.toordinal()
+        key = (ordinal, n)
+        target_day = self._targets.get(key)
+        if target_day is None:
+            if len(self._targets) >= self._LIMIT:
+                self._targets.clear()
+            t, left = ordinal, n
+            while left:
+                t += 1
+                if self._wall(t):
+                    left -= 1
+            target_day = self._targets[key] = t
+        wall = ((eff.hour * 60 + eff.minute) * 60 + eff.second) * 1_000_000 + eff.microsecond
+        hours = self._wall(target_day)
+        target = hours[0][0]
+        if wall >= target:
+            for s, e in hours:
+                if wall < s:
+                    break
+                target = wall if wall <= e else e
+        local = datetime.fromordinal(target_day) + timedelta(microseconds=target)
+        return local.replace(tzinfo=zone).astimezone(UTC).astimezone(zone)
 
     def add_n(self, start: datetime, d: Duration, n: int) -> datetime:
         for _ in range(n):
@@ -1246,6 +1317,8 @@ class _Clockwork:
     def _intervals(self, ordinal: int) -> tuple[tuple[datetime, datetime], ...]:
         hit = self._days.get(ordinal)
         if hit is None:
+            if len(self._days) >= self._LIMIT:
+                self._days.clear()
             day = date.fromordinal(ordinal)
             out = []
             for s, e in self.cal.hours_on(day):
