@@ -15,7 +15,7 @@ channels, applied the way a host applies decisions. Invariants:
 from __future__ import annotations
 
 import copy
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -266,7 +266,7 @@ class StageGateMachine(RuleBasedStateMachine):
                              now=self.now, reason=reason)
         assert self.rec == before, "the library never changes the host's record"
         v = d.outcome
-        today = self.now.astimezone(timezone.utc).date()  # rules/stages.yaml alone: UTC calendar
+        today = self.now.astimezone(UTC).date()  # rules/stages.yaml alone: UTC calendar
         expected = _oracle(self.rec, to, actor, reason, today)
 
         has_bypass = "data_migration" in actor.get("permissions", [])
