@@ -103,14 +103,14 @@ _CRM = {
     "on_hold": {"delivery_status": "on_hold", "delivery_at_risk": True},
     "completed": {
         "delivery_status": "completed",
-        "delivery_percent": 100,
+        "delivery_percent": "100",
         "acceptance_signed": True,
         "delivered": True,
     },
 }
 _DEFAULTS = {
     "delivery_status": "not_started",
-    "delivery_percent": 0,
+    "delivery_percent": "0",
     "delivery_at_risk": False,
     "acceptance_signed": False,
     "delivered": False,
@@ -141,7 +141,7 @@ def baseline_status(status: str, pct: int, last: dict[str, Any] | None) -> dict[
     values = dict(_DEFAULTS)
     values.update(_CRM[status])
     if status in ("in_progress", "on_hold"):
-        values["delivery_percent"] = pct
+        values["delivery_percent"] = str(pct)
     return {k: v for k, v in values.items() if last is None or last.get(k) != v}
 
 

@@ -899,7 +899,7 @@ def _compile(model: HandoffSection, ctx: CompileContext) -> HandoffPolicy:
                 ("handoff", "crm_fields", name),
                 key=True,
             )
-        crm_defaults.append((name, _serde.freeze_json(spec_f.default)))
+        crm_defaults.append((name, _serde.to_jsonable(spec_f.default)))
     crm_defaults.sort()
     crm_names = set(model.crm_fields)
     written: set[str] = set()
@@ -1555,7 +1555,8 @@ def on_contract_event(
 
 
 def _json(value: Any) -> Any:
-    return _serde.freeze_json(value)
+    """Plain JSON (Decimal as string, dates ISO); what the state and the effects hold."""
+    return _serde.to_jsonable(value)
 
 
 def _map_fields(
@@ -1846,7 +1847,7 @@ def on_project_status(
     updates: list[FieldUpdate] = []
     for name in sorted(values):
         value = values[name]
-        if name in before and before[name] == value:
+        if name in before and _json(before[name]) == value:
             continue
         root, _, fld = name.partition(".")
         rid = ids.get(root)
@@ -1869,7 +1870,7 @@ def on_project_status(
             field=fld,
             value=value,
         )
-        updates.append(FieldUpdate(target, fld, value))
+        updates.append(FieldUpdate(target, fld, _serde.freeze_json(value)))
     tasks: list[str] = []
     if rule is not None:
         for task in rule.tasks:
