@@ -42,15 +42,44 @@ STAGES: tuple[str, ...] = (
     "won",
 )
 
-#: Evidence a stage move carries (fields set on the opportunity when the move is requested).
+#: Evidence a stage move carries (merged into the opportunity when the move is requested),
+#: as ``rules/stages.yaml`` asks for it.
 EVIDENCE: dict[str, dict[str, Any]] = {
-    "needs_confirmed": {"needs_survey": True, "budget": "confirmed"},
-    "proposal": {"proposal_sent": True, "quote_amount": "0"},
-    "negotiation": {"decision_maker": "known", "competitors": "listed"},
-    "contract": {"contract_draft": True, "legal_review": "passed"},
+    "needs_confirmed": {
+        "decision_maker": "信息中心主任",
+        "budget_confirmed": True,
+        "attachments": [{"kind": "需求调研表"}],
+        "checklist": {"kickoff_call": True},
+    },
+    "proposal": {
+        "solution_scope": "平台建设与定制开发",
+        "attachments": [{"kind": "方案书"}, {"kind": "报价单"}],
+        "checklist": {"demo_done": True},
+    },
+    "negotiation": {
+        "quote_id": "Q",
+        "discount_pct": "8",
+        "competitor": "友商",
+        "approvals": [{"kind": "discount", "status": "approved"}],
+    },
+    "contract": {
+        "contract_no": "HT",
+        "attachments": [{"kind": "合同扫描件"}],
+        "checklist": {"legal_review": True},
+        "approvals": [{"kind": "contract", "status": "approved"}],
+    },
 }
 
-_SOURCES = (("web", 0.35), ("phone", 0.2), ("event", 0.15), ("referral", 0.15), ("partner", 0.15))
+_SOURCES = (
+    ("web", 0.32),
+    ("phone", 0.18),
+    ("visit", 0.15),
+    ("referral", 0.15),
+    ("event", 0.1),
+    ("partner", 0.08),
+    ("key_account_hotline", 0.02),
+)
+_FIRST_CONTACT = ("call", "call", "call", "visit", "meeting", "email")
 _INDUSTRIES = ("金融", "政府", "制造", "能源", "教育", "医疗")
 _COMPANY_A = (
     "华信",
@@ -127,6 +156,20 @@ def roster(reps: int = 200) -> list[dict[str, Any]]:
             )
     del n_regions
     return out
+
+
+def _evidence(stage: str, n: int, amount: int, at: datetime) -> dict[str, Any]:
+    ev: dict[str, Any] = {
+        k: (list(v) if isinstance(v, list) else v) for k, v in EVIDENCE.get(stage, {}).items()
+    }
+    if stage == "proposal":
+        ev["close_date"] = (at + timedelta(days=150)).date().isoformat()
+    if stage == "negotiation":
+        ev["quote_id"] = f"Q-{n:06d}"
+        ev["close_date"] = (at + timedelta(days=90)).date().isoformat()
+    if stage == "contract":
+        ev["contract_no"] = f"HT-{n:06d}"
+    return ev
 
 
 def _weighted(rng: random.Random, items: tuple[tuple[str, float], ...]) -> str:
@@ -232,7 +275,9 @@ def generate(
             if rng.random() < 0.5:
                 company = f"{company}{n % 97}"
             companies.append(company)
-        creator = rng.choice(by_region[region]) if source in ("event", "referral") else None
+        creator = (
+            rng.choice(by_region[region]) if source in ("visit", "event", "referral") else None
+        )
         completeness = rng.random()
         lead: dict[str, Any] = {
             "id": f"L-{n:06d}",
@@ -240,7 +285,10 @@ def generate(
             "source": source,
             "region": region,
             "industry": rng.choice(_INDUSTRIES),
-            "contact_name": "联系人" if completeness > 0.15 else None,
+            "contact": "联系人" if completeness > 0.15 else None,
+            "need": rng.choice(("数据平台", "核心系统改造", "移动办公", "运维外包"))
+            if completeness > 0.6
+            else None,
             "phone": f"13{rng.randrange(10**9):09d}" if completeness > 0.3 else None,
             "email": f"contact{n}@example.cn" if completeness > 0.55 else None,
             "employees": rng.choice((20, 80, 300, 1200, 5000)) if completeness > 0.45 else None,
@@ -295,24 +343,17 @@ def generate(
         wins = rng.random() < win_rate
         reach = len(STAGES) - 1 if wins else rng.randrange(1, len(STAGES) - 1)
         for stage in STAGES[1:reach]:
-            t = _later(rng, t, rng.uniform(24, 24 * 15))
-            evidence = dict(EVIDENCE.get(stage, {}))
-            if stage == "proposal":
-                evidence["quote_amount"] = str(amount)
-            if evidence and rng.random() < evidence_missing_rate:
+            t = _later(rng, t, rng.uniform(24, 24 * 12))
+            evidence = _evidence(stage, n, amount, t)
+            if rng.random() < evidence_missing_rate:
                 evidence.pop(rng.choice(sorted(evidence)))
-                if rng.random() < 0.7:  # the rep notices and retries with the evidence
-                    emit(
-                        t,
-                        "stage_change_requested",
-                        opportunity_id=opp_id,
-                        to=stage,
-                        evidence=evidence,
-                    )
-                    t = _later(rng, t, rng.uniform(4, 48))
-                    evidence = dict(EVIDENCE.get(stage, {}))
-                    if stage == "proposal":
-                        evidence["quote_amount"] = str(amount)
+                emit(
+                    t, "stage_change_requested", opportunity_id=opp_id, to=stage, evidence=evidence
+                )
+                if rng.random() >= 0.7:  # the rep gives up on the move for now
+                    break
+                t = _later(rng, t, rng.uniform(4, 48))  # fixes it and asks again
+                evidence = _evidence(stage, n, amount, t)
             emit(t, "stage_change_requested", opportunity_id=opp_id, to=stage, evidence=evidence)
             if stage == "proposal" and amount >= 600_000 and rng.random() < collaboration_rate * 3:
                 helper = rng.choice(sales)
@@ -329,17 +370,30 @@ def generate(
                         "role": "presales",
                         "kind": "revenue",
                         "contribution": "技术方案与演示",
+                        "customer_contact": "信息中心",
                     },
                 )
-                approver = REGIONS[region][1]
+                emit(
+                    _later(rng, t, 8), "collaboration_approved", request_id=rid, action="approve"
+                )  # by the owner
                 emit(
                     _later(rng, t, 30),
                     "collaboration_approved",
                     request_id=rid,
-                    by=approver,
+                    by=REGIONS[region][1],
                     action="approve",
                 )
         if not wins:
+            if rng.random() < 0.5:
+                t = _later(rng, t, rng.uniform(24, 24 * 20))
+                emit(
+                    t,
+                    "stage_change_requested",
+                    opportunity_id=opp_id,
+                    to="lost",
+                    evidence={"loss_reason": rng.choice(("价格", "竞品", "预算不足"))},
+                    reason="客户另选方案",
+                )
             continue
         t = _later(rng, t, rng.uniform(24, 24 * 20))
         emit(t, "deal_won", opportunity_id=opp_id, amount=str(amount), currency="CNY")
@@ -373,7 +427,14 @@ def generate(
     for day in workdays:
         for _ in range(int(rng.expovariate(1 / claims_per_day)) if claims_per_day else 0):
             rep = rng.choice(sales)
-            emit(_working_instant(rng, day), "lead_claimed", rep_id=rep["id"], pool="lead_pool")
+            follow = round(rng.lognormvariate(1.0, 1.0), 2) if rng.random() < 0.85 else None
+            emit(
+                _working_instant(rng, day),
+                "lead_claimed",
+                rep_id=rep["id"],
+                pool="lead_pool",
+                follow_up_hours=follow,
+            )
     if ticks:
         for i in range(days + 1):
             d = first + timedelta(days=i)

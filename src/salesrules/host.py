@@ -139,12 +139,14 @@ class ReferenceHost:
         self.team: dict[str, dict[str, str]] = {}
         self.access: dict[str, dict[str, str]] = {}
         self.splits: dict[str, dict[str, Any]] = {}
+        self.credited_splits: dict[str, bool] = {}
         self.state: dict[tuple[str, str], Mapping[str, Any]] = {}
         self.applied: set[str] = set()
         self.effect_counts: dict[str, int] = {}
         self.unknown_effects: dict[str, int] = {}
         self.releases: list[tuple[datetime, str, str, str]] = []  # (at, record, rep, reason)
         self.assignments: list[tuple[datetime, str, str, str]] = []  # (at, record, rep, how)
+        self.claim_refusals: dict[str, tuple[str, ...]] = {}
         self.refusals: list[tuple[datetime, str, str, tuple[str, ...]]] = []
         self.skipped: dict[str, int] = {}
         self.stats: dict[str, RepStats] = {}
@@ -189,7 +191,7 @@ class ReferenceHost:
         self.records[key] = rec
         return rec
 
-    def record(self, key: str) -> dict[str, Any] | None:
+    def get_record(self, key: str) -> dict[str, Any] | None:
         """The record's current fields, or ``None``."""
         return self.records.get(key)
 
@@ -271,6 +273,10 @@ class ReferenceHost:
         self._seq += 1
         heapq.heappush(self._schedule, (at, self._seq, key))
 
+    def is_scheduled(self, key: str) -> bool:
+        """Whether a check of ``key`` is pending."""
+        return key in self._scheduled
+
     def unschedule(self, key: str) -> None:
         """Forget the pending check of ``key``."""
         self._scheduled.pop(key, None)
@@ -327,6 +333,24 @@ class ReferenceHost:
         self.apply(decision, at, source=decision.kind, target=target)
         return decision
 
+    def record(
+        self,
+        decision: Decision[Any],
+        *,
+        at: datetime,
+        event_id: str = "",
+        event_type: str = "",
+        target: str = "",
+    ) -> Decision[Any]:
+        """Log and apply a decision the caller obtained itself (e.g. from a domain function)."""
+        self.decisions += 1
+        if self.keep_log:
+            self.log.append(
+                LogEntry(len(self.log), at, event_id, event_type, decision.kind, target, decision)
+            )
+        self.apply(decision, at, source=decision.kind, target=target)
+        return decision
+
     def note(self, at: datetime, event_id: str, event_type: str, target: str, note: str) -> None:
         """Log an event that led to no decision (skipped, or handled by the host alone)."""
         self.skipped[note] = self.skipped.get(note, 0) + 1
@@ -371,8 +395,13 @@ class ReferenceHost:
         key = effect.target
         if key not in self.records:
             self.records[key] = {"id": split_key(key)[1]}
-        how = "claimed" if source == "claim" else ("routed" if source != "assign" else "assigned")
+        how = "claimed" if source == "claim" or p.get("pool") else "assigned"
+        if self.owner.get(key) == owner:
+            return
         self.set_owner(key, owner, at, how)
+        rec = self.records[key]
+        rec.pop("released_at", None)
+        rec.pop("pool", None)
         if owner[0] == "rep" and key.startswith("lead:"):
             stats = self.rep_stats(owner[1])
             if how == "claimed":
@@ -390,10 +419,16 @@ class ReferenceHost:
         key = effect.target
         pool = str(p.get("pool") or "pool")
         previous = p.get("previous_owner_id") or self.rep_owner(key) or ""
-        reason = str(p.get("reason") or p.get("clock") or "released")
-        if key not in self.records:
-            self.records[key] = {"id": split_key(key)[1]}
+        reason = str(p.get("clock") or p.get("reason") or "released")
+        rec = self.records.get(key)
+        if rec is None:
+            rec = self.records[key] = {"id": split_key(key)[1]}
+        if self.owner.get(key) == ("pool", pool):
+            return
         self.set_owner(key, ("pool", pool), at, f"released:{reason}")
+        rec["released_at"] = at
+        rec["previous_owner_id"] = previous or None
+        rec["pool"] = pool
         if previous:
             self.rep_stats(str(previous)).released += 1
         self.releases.append((at, key, str(previous), reason))
@@ -433,9 +468,16 @@ class ReferenceHost:
         lines = list(p.get("lines") or ())
         previous = self.splits.setdefault(effect.target, {}).get(kind)
         # A new split replaces the old one: take the old credit back first.
-        for line in previous or ():
-            self._credit(line, kind, sign=-1)
+        if self.credited_splits.get(effect.target):
+            for line in previous or ():
+                self._credit(line, kind, sign=-1)
         self.splits[effect.target][kind] = lines
+        if source != "split":
+            # an agreed split (approval) is remembered; credit comes with the won deal's split
+            for line in previous or ():
+                self._credit(line, kind, sign=1)
+            return
+        self.credited_splits[effect.target] = True
         for line in lines:
             self._credit(line, kind, sign=1)
 
@@ -457,6 +499,19 @@ class ReferenceHost:
         for k, v in effect.params.items():
             proj[k] = v
         proj["history"].append((at, effect.kind))
+
+    def _eff_stage_entered(self, effect: Effect, at: datetime, source: str) -> None:
+        p = effect.params
+        when = _iso(p.get("at")) or at
+        self.add_stage(
+            effect.target,
+            {
+                "id": f"{effect.target}@{when.isoformat()}",
+                "stage": p.get("stage"),
+                "at": when,
+                "by": p.get("by"),
+            },
+        )
 
     def _eff_check_again(self, effect: Effect, at: datetime, source: str) -> None:
         when = _iso(effect.params.get("at"))
@@ -539,6 +594,7 @@ _EFFECTS: dict[str, Any] = {
     "flag_project": ReferenceHost._eff_project,
     "update_project": ReferenceHost._eff_project,
     "check_again": ReferenceHost._eff_check_again,
+    "stage_entered": ReferenceHost._eff_stage_entered,
     "notify": ReferenceHost._eff_count_only,
     "create_task": ReferenceHost._eff_count_only,
     "audit": ReferenceHost._eff_count_only,

@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import heapq
 import io
 import json
 import statistics
@@ -58,7 +59,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -235,61 +236,167 @@ def _public(rec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class _Replay:
-    """Turns events into requests and applies the decisions through a reference host."""
+    """Turns events into requests and applies the decisions through a reference host.
+
+    Requests follow each domain's documented request format (``docs/<module>.md``). Kinds the
+    policy lacks are skipped: a policy without ``assignment`` leaves new leads in the
+    ``unassigned`` queue, one without ``stages`` lets every stage move through, and so on.
+    """
 
     def __init__(self, host: ReferenceHost) -> None:
         self.host = host
         self.kinds = host.kinds
+        self.policy = host.policy
         self.company_index: dict[str, str] = {}  # normalized company name -> customer key
         self.transitions: dict[str, tuple[bool, tuple[str, ...]]] = {}
         self.events = 0
-        self._roster: list[dict[str, Any]] = []
+        self._roster_obj: Any = None
         self._roster_seen = -1
+        self._counts: dict[str, Any] = {}
+        self._dirty: set[str] = set()
+        self._assigned_at: dict[str, list[datetime]] = {}
+        self._claimed_at: dict[str, list[datetime]] = {}
+        self.opps_of: dict[str, list[str]] = {}
+        self.pending: list[tuple[datetime, int, Event]] = []
+        self._seq = 0
 
     # -- helpers -----------------------------------------------------------------------
     def _rep(self, rep_id: Any) -> dict[str, Any] | None:
         return self.host.reps.get(str(rep_id)) if rep_id is not None else None
 
-    def _active_reps(self) -> list[dict[str, Any]]:
+    def _roster(self) -> Any:
+        """The assignment roster, validated once per roster change."""
         if self._roster_seen != self.host.roster_version:
-            self._roster = [r for r in self.host.reps.values() if r.get("active", True)]
-            self._roster_seen = self.host.roster_version
-        return self._roster
+            from salesrules.assignment import Roster
 
-    def _candidates(self) -> list[dict[str, Any]]:
-        count = self.host.count_held
-        return [{**rep, "open_leads": count(rep["id"], "lead")} for rep in self._active_reps()]
+            self._roster_obj = Roster(list(self.host.reps.values()))
+            self._roster_seen = self.host.roster_version
+        return self._roster_obj
+
+    def _rep_counts(self, rep_id: str, now: datetime) -> Any:
+        """What the host counted for a rep (``RepCounts``), rebuilt only when it changed."""
+        from salesrules.records import RepCounts
+
+        host = self.host
+        cutoff = now - _COUNT_HORIZON
+        assigned = self._assigned_at.get(rep_id, [])
+        while assigned and assigned[0] < cutoff:
+            assigned.pop(0)
+        claimed = self._claimed_at.get(rep_id, [])
+        while claimed and claimed[0] < cutoff:
+            claimed.pop(0)
+        open_records = tuple(
+            {"id": split_key(k)[1], "status": host.records[k].get("status", "new")}
+            for k in host.holdings.get(("rep", rep_id), ())
+            if k.startswith("lead:")
+        )
+        return RepCounts.model_construct(
+            assigned_at=tuple(assigned),
+            claimed_at=tuple(claimed),
+            open_records=open_records,
+            holdings=host.count_held(rep_id, "lead"),
+            won=0,
+            last_assigned_at=assigned[-1] if assigned else None,
+            by_cap={},
+        )
+
+    def _counts_for(self, now: datetime) -> dict[str, Any]:
+        for rep_id in sorted(self._dirty):
+            self._counts[rep_id] = self._rep_counts(rep_id, now)
+        self._dirty.clear()
+        return self._counts
+
+    def _touch(self, *rep_ids: Any) -> None:
+        for r in rep_ids:
+            if r:
+                self._dirty.add(str(r))
+
+    def _after(self, decision: Any, at: datetime) -> None:
+        """Keep the counts in step with the ownership changes a decision made."""
+        for eff in getattr(decision, "effects", ()):
+            if eff.kind in ("set_owner", "release_to_pool") and eff.target.startswith("lead:"):
+                p = eff.params
+                self._touch(p.get("previous_owner_id"))
+                if eff.kind == "set_owner" and p.get("owner_kind", "rep") == "rep":
+                    rep = str(p.get("owner_id"))
+                    self._touch(rep)
+                    book = self._claimed_at if p.get("pool") else self._assigned_at
+                    book.setdefault(rep, []).append(at)
+
+    def run(self, ev: Event, target: str, fn: Callable[[], Any]) -> Any:
+        """Call a domain function; log and apply its decision (a bad record is noted)."""
+        host = self.host
+        before = host.rep_owner(target) if target else None
+        try:
+            decision = fn()
+        except RecordError as exc:
+            host.note(ev.at, ev.id, ev.type, target, f"record_error:{exc.record}.{exc.field}")
+            return None
+        host.record(decision, at=ev.at, event_id=ev.id, event_type=ev.type, target=target)
+        self._touch(before)
+        self._after(decision, ev.at)
+        return decision
 
     def decide(self, ev: Event, request: Mapping[str, Any], target: str) -> Any:
-        try:
-            return self.host.decide(
-                request, at=ev.at, event_id=ev.id, event_type=ev.type, target=target
-            )
-        except RecordError as exc:
-            self.host.note(ev.at, ev.id, ev.type, target, f"record_error:{exc.field}")
+        """Put a JSON-style request to ``Policy.decide``; log and apply the decision."""
+        req = {**request, "now": ev.at}
+        return self.run(ev, target, lambda: self.policy.decide(req))
+
+    # -- tracked records (timeouts) ----------------------------------------------------
+    def _tracked(self, key: str) -> dict[str, Any] | None:
+        host = self.host
+        rec = host.records.get(key)
+        own = host.owner_of(key)
+        if rec is None or own is None or own[0] != "rep":
             return None
+        kind, _ = split_key(key)
+        status = "open"
+        if kind == "opportunity":
+            stage = rec.get("stage")
+            status = "won" if stage == "won" else "lost" if stage == "lost" else "open"
+        out = {**_public(rec), "type": kind, "status": status, "owner_id": own[1]}
+        if kind == "lead":
+            out.pop("pool", None)
+        rep = host.reps.get(own[1])
+        if rep is not None and rep.get("manager_id"):
+            out["owner_manager_id"] = rep["manager_id"]
+        if kind == "customer":
+            out["open_opportunities"] = sum(
+                1
+                for ok in self.opps_of.get(key, ())
+                if host.records.get(ok, {}).get("stage") not in ("won", "lost")
+                and host.rep_owner(ok) is not None
+            )
+        return out
 
     def check(self, key: str, at: datetime, event_id: str = "", event_type: str = "sweep") -> None:
-        """Ask the policy whether a record is due (the timeouts ``check`` kind)."""
+        """Ask the timeouts section whether a record is due; schedule the next check."""
         if "check" not in self.kinds:
             return
-        rec = self.host.records.get(key)
-        own = self.host.owner_of(key)
-        if rec is None or own is None or own[0] != "rep":
-            return  # pools and queues run no protection clocks
-        kind, _ = split_key(key)
-        request = {
-            "kind": "check",
-            kind: _public(rec),
-            "record_type": kind,
-            "activities": self.host.activities.get(key, []),
-            "stage_history": self.host.stage_history.get(key, []),
-            "owner": self._rep(own[1]),
-        }
-        try:
-            self.host.decide(request, at=at, event_id=event_id, event_type=event_type, target=key)
-        except RecordError as exc:
-            self.host.note(at, event_id, event_type, key, f"record_error:{exc.field}")
+        record = self._tracked(key)
+        if record is None:
+            return
+        from salesrules.timeouts import check
+
+        host = self.host
+        customer = None
+        if record["type"] == "opportunity" and record.get("customer_id"):
+            customer = host.records.get(record_key("customer", str(record["customer_id"])))
+        acts = host.activities.get(key, ())
+        history = host.stage_history.get(key, ())
+        ev = Event(event_id, at, event_type, _EMPTY)
+        self.run(
+            ev,
+            key,
+            lambda: check(
+                self.policy,
+                record,
+                now=at,
+                activities=acts,
+                stage_history=history,
+                customer=customer,
+            ),
+        )
 
     # -- handlers ----------------------------------------------------------------------
     def on_rep_joined(self, ev: Event) -> None:
@@ -301,47 +408,74 @@ class _Replay:
         self.host.deactivate_rep(str(ev.get("rep_id")))
 
     def on_lead_created(self, ev: Event) -> None:
+        host = self.host
         lead = dict(ev.get("lead") or {})
         if "id" not in lead:
-            self.host.note(ev.at, ev.id, ev.type, "", "lead_without_id")
+            host.note(ev.at, ev.id, ev.type, "", "lead_without_id")
             return
         key = record_key("lead", str(lead["id"]))
+        if ev.get("creator_id") and "creator_id" not in lead:
+            lead["creator_id"] = ev.get("creator_id")
+        lead.setdefault("status", "new")
         lead.setdefault("created_at", ev.at)
-        self.host.put_record(key, lead)
-        self.host.set_owner(key, UNASSIGNED, ev.at, "created")
-        creator = self._rep(ev.get("creator_id") or lead.get("creator_id"))
+        host.put_record(key, lead)
+        host.set_owner(key, UNASSIGNED, ev.at, "created")
+        if "grade" in self.kinds:
+            d = self.decide(ev, {"kind": "grade", "lead": _public(lead)}, key)
+            grade = getattr(getattr(d, "outcome", None), "grade", None)
+            if grade is not None:
+                lead["grade"] = grade
+                lead["grade_changes"] = [{"grade": grade, "at": ev.at}]
         if "assign" in self.kinds:
-            request: dict[str, Any] = {
-                "kind": "assign",
-                "lead": _public(lead),
-                "creator": creator,
-                "reps": self._candidates(),
-                "state": self.host.get_state("assign"),
-            }
-            customer = self.company_index.get(_norm(lead.get("company")))
-            if customer is not None:
-                request["customers"] = [
+            from salesrules.assignment import assign
+
+            customers = []
+            ckey = self.company_index.get(_norm(lead.get("company")))
+            owner = host.rep_owner(ckey) if ckey else None
+            if ckey is not None and owner is not None:
+                c = host.records[ckey]
+                customers.append(
                     {
-                        **_public(self.host.records[customer]),
-                        "owner_id": self.host.rep_owner(customer),
+                        "id": c["id"],
+                        "name": c.get("name") or "",
+                        "owner_id": owner,
+                        "credit_code": c.get("credit_code"),
                     }
-                ]
-            d = self.decide(ev, request, key)
-            if d is not None:
-                self.host.save_state("assign", "", d.state)
+                )
+            roster = self._roster()
+            counts = self._counts_for(ev.at)
+            state = host.get_state("assign")
+            creator = lead.get("creator_id")
+            d = self.run(
+                ev,
+                key,
+                lambda: assign(
+                    self.policy,
+                    _public(lead),
+                    now=ev.at,
+                    roster=roster,
+                    creator=creator if creator in host.reps else None,
+                    state=state,
+                    counts=counts,
+                    customers=customers,
+                ),
+            )
+            if d is not None and d.state:
+                host.save_state("assign", "", {**state, **d.state})
         self.check(key, ev.at, ev.id, ev.type)
 
     def on_activity_logged(self, ev: Event) -> None:
+        host = self.host
         key = ev.get("record") or (
             record_key("lead", str(ev.get("lead_id"))) if ev.get("lead_id") else None
         )
-        if not isinstance(key, str) or key not in self.host.records:
-            self.host.note(ev.at, ev.id, ev.type, str(key), "unknown_record")
+        if not isinstance(key, str) or key not in host.records:
+            host.note(ev.at, ev.id, ev.type, str(key), "unknown_record")
             return
-        owner = self.host.rep_owner(key)
+        owner = host.rep_owner(key)
         by = ev.get("by") or owner
         if owner is None or by is None:
-            self.host.note(ev.at, ev.id, ev.type, key, "not_owned")
+            host.note(ev.at, ev.id, ev.type, key, "not_owned")
             return
         activity = {
             "id": ev.id,
@@ -350,207 +484,319 @@ class _Replay:
             "at": ev.at,
             "by": by,
         }
-        self.host.log_activity(key, activity, ev.at)
-        self.check(key, ev.at, ev.id, ev.type)
+        host.log_activity(key, activity, ev.at)
+        rec = host.records[key]
+        if key.startswith("lead:") and rec.get("status") == "new" and by == owner:
+            rec["status"] = "contacted"
+            self._touch(owner)
+        # An activity can only start a clock or move deadlines later, so a pending check
+        # (which will see the activity) is enough; check now only when none is pending.
+        if not host.is_scheduled(key):
+            self.check(key, ev.at, ev.id, ev.type)
 
     def on_lead_claimed(self, ev: Event) -> None:
+        host = self.host
         rep_id = ev.get("rep_id")
-        if rep_id is None or str(rep_id) not in self.host.reps:
-            self.host.note(ev.at, ev.id, ev.type, "", "unknown_rep")
+        if rep_id is None or str(rep_id) not in host.reps:
+            host.note(ev.at, ev.id, ev.type, "", "unknown_rep")
             return
+        rep_id = str(rep_id)
+        pool = str(ev.get("pool") or "lead_pool")
         lead_id = ev.get("lead_id")
         if lead_id is None:
-            pool = str(ev.get("pool") or "lead_pool")
-            head = self.host.first_held(("pool", pool), "lead")
-            if head is None:
-                self.host.note(ev.at, ev.id, ev.type, "", "pool_empty")
+            key = self._pick_from_pool(pool, rep_id, ev.at)
+            if key is None:
+                host.note(ev.at, ev.id, ev.type, "", "pool_empty")
                 return
-            key = head
         else:
             key = record_key("lead", str(lead_id))
-        own = self.host.owner_of(key)
+        own = host.owner_of(key)
         if own is None or own[0] != "pool":
-            self.host.note(ev.at, ev.id, ev.type, key, "not_in_pool")
+            host.note(ev.at, ev.id, ev.type, key, "not_in_pool")
             return
         if "claim" not in self.kinds:
-            self.host.note(ev.at, ev.id, ev.type, key, "no_claim_policy")
+            host.note(ev.at, ev.id, ev.type, key, "no_claim_policy")
             return
-        rec = self.host.records[key]
-        request = {
-            "kind": "claim",
-            "lead": _public(rec),
-            "rep": self.host.reps[str(rep_id)],
+        from salesrules.assignment import claim
+
+        rec = host.records[key]
+        record = {
+            "id": rec["id"],
             "pool": own[1],
-            "claims": [
-                {"at": at, "lead_id": split_key(k)[1]}
-                for at, k in self.host.claims_by_rep.get(str(rep_id), [])[-50:]
-            ],
-            "cooldowns": [
-                {"record": rec_id, "until": until}
-                for rec_id, until in self.host.cooldowns_by_rep.get(str(rep_id), {}).items()
-                if until > ev.at
-            ],
-            "ownership_history": [
-                {"owner_id": o[1], "at": at, "reason": why}
-                for at, o, why in self.host.ownership_history.get(key, [])
-            ],
-            "open_leads": self.host.count_held(str(rep_id), "lead"),
+            "released_at": rec.get("released_at"),
+            "previous_owner_id": rec.get("previous_owner_id"),
         }
-        self.decide(ev, request, key)
+        counts = self._counts_for(ev.at).get(rep_id) or self._rep_counts(rep_id, ev.at)
+        rep = host.reps[rep_id]
+        d = self.run(
+            ev,
+            key,
+            lambda: claim(self.policy, rep, [record], pool=own[1], now=ev.at, counts=counts),
+        )
+        if d is not None and not getattr(d.outcome, "allowed", False):
+            host.claim_refusals[ev.id] = tuple(r.code for r in d.reasons)
+        elif d is not None and ev.get("follow_up_hours") is not None:
+            # the claimer's first contact, relative to the claim (it exists in every replay)
+            when = ev.at + timedelta(hours=float(ev.get("follow_up_hours")))
+            self.later(
+                Event(
+                    f"{ev.id}/follow-up",
+                    when,
+                    "activity_logged",
+                    {"record": key, "by": rep_id, "kind": ev.get("follow_up_kind") or "call"},
+                )
+            )
         self.check(key, ev.at, ev.id, ev.type)
 
+    def later(self, ev: Event) -> None:
+        """Schedule an event the replay itself derives (it runs in time order)."""
+        self._seq += 1
+        heapq.heappush(self.pending, (ev.at, self._seq, ev))
+
+    def _pick_from_pool(self, pool: str, rep_id: str, at: datetime) -> str | None:
+        """The longest-waiting lead of the pool that the rep did not release themselves."""
+        for k in self.host.holdings.get(("pool", pool), ()):
+            if not k.startswith("lead:"):
+                continue
+            rec = self.host.records[k]
+            if rec.get("previous_owner_id") == rep_id:
+                continue
+            released = rec.get("released_at")
+            if isinstance(released, datetime) and at - released < _CLAIM_SETTLE:
+                return None  # the rest of the pool arrived even later
+            return k
+        return None
+
     def on_lead_converted(self, ev: Event) -> None:
+        host = self.host
         lead_key = record_key("lead", str(ev.get("lead_id")))
-        owner = self.host.rep_owner(lead_key)
+        owner = host.rep_owner(lead_key)
         if owner is None:
-            self.host.note(ev.at, ev.id, ev.type, lead_key, "not_owned")
+            host.note(ev.at, ev.id, ev.type, lead_key, "not_owned")
             return
-        lead = self.host.records[lead_key]
-        if lead.get("converted"):
-            self.host.note(ev.at, ev.id, ev.type, lead_key, "already_converted")
-            return
-        lead["converted"] = True
+        lead = host.records[lead_key]
         lead["converted_at"] = ev.at
-        self.host.unschedule(lead_key)
+        lead["status"] = "converted"
+        host.unschedule(lead_key)
         cust = dict(ev.get("customer") or {"id": f"C-{lead['id']}"})
         cust.setdefault("name", lead.get("company"))
         cust.setdefault("registered_at", ev.at)
         ckey = record_key("customer", str(cust["id"]))
-        self.host.put_record(ckey, cust)
-        self.host.set_owner(ckey, ("rep", owner), ev.at, "converted")
+        if ckey in host.records and host.rep_owner(ckey) is not None:
+            host.records[ckey].update({k: v for k, v in cust.items() if k != "id"})
+        else:
+            host.put_record(ckey, cust)
+            host.set_owner(ckey, ("rep", owner), ev.at, "converted")
         name = _norm(cust.get("name"))
         if name:
             self.company_index[name] = ckey
-        # the lead leaves the owner's lead holdings: it lives on as a customer
-        self.host.set_owner(lead_key, ("queue", "converted"), ev.at, "converted")
-        self.check(ckey, ev.at, ev.id, ev.type)
+        # the lead's life ends here; the relationship lives on as a customer
+        host.set_owner(lead_key, ("queue", "converted"), ev.at, "converted")
+        self._touch(owner)
         opp = ev.get("opportunity")
         if isinstance(opp, Mapping) and "id" in opp:
             o = dict(opp)
             o.setdefault("customer_id", cust["id"])
             o.setdefault("stage", "lead_confirmed")
+            o.setdefault("customer_registered", True)
             okey = record_key("opportunity", str(o["id"]))
-            self.host.put_record(okey, o)
-            self.host.set_owner(okey, ("rep", owner), ev.at, "converted")
-            self.host.add_stage(okey, {"stage": o["stage"], "at": ev.at, "by": owner})
+            host.put_record(okey, o)
+            host.set_owner(okey, ("rep", owner), ev.at, "converted")
+            host.add_stage(
+                okey,
+                {
+                    "id": f"{okey}@{ev.at.isoformat()}",
+                    "stage": o["stage"],
+                    "at": ev.at,
+                    "by": owner,
+                },
+            )
+            self.opps_of.setdefault(ckey, []).append(okey)
             self.check(okey, ev.at, ev.id, ev.type)
+        self.check(ckey, ev.at, ev.id, ev.type)
+
+    def _stage_opportunity(self, okey: str, owner: str) -> dict[str, Any]:
+        host = self.host
+        opp = host.records[okey]
+        rep = host.reps.get(owner, {})
+        collaborators = [r for r, role in host.team.get(okey, {}).items() if r != owner]
+        lines = host.splits.get(okey, {}).get("revenue")
+        return {
+            **_public(opp),
+            "owner_id": owner,
+            "owner_manager_id": rep.get("manager_id"),
+            "collaborator_ids": collaborators,
+            "splits": [{"rep_id": x["rep_id"], "share": x["share"]} for x in lines]
+            if lines
+            else [{"rep_id": owner, "share": "100"}],
+        }
 
     def on_stage_change_requested(self, ev: Event) -> None:
-        okey = record_key("opportunity", str(ev.get("opportunity_id")))
-        opp = self.host.records.get(okey)
-        owner = self.host.rep_owner(okey)
+        self._transition(ev, str(ev.get("opportunity_id")), ev.get("to"), ev.get("evidence"))
+
+    def _transition(self, ev: Event, opp_id: str, to: Any, evidence: Any) -> bool:
+        host = self.host
+        okey = record_key("opportunity", opp_id)
+        opp = host.records.get(okey)
+        owner = host.rep_owner(okey)
         if opp is None or owner is None:
-            self.host.note(ev.at, ev.id, ev.type, okey, "not_owned")
-            return
-        evidence = ev.get("evidence") or {}
+            host.note(ev.at, ev.id, ev.type, okey, "not_owned")
+            return False
         if isinstance(evidence, Mapping):
-            opp.update(evidence)
+            _merge_evidence(opp, evidence)
         actor = self._rep(ev.get("by") or owner) or {"id": owner}
-        to = ev.get("to")
         if "transition" not in self.kinds:
-            self.host.add_stage(okey, {"stage": to, "at": ev.at, "by": actor["id"]})
+            host.add_stage(okey, {"id": ev.id, "stage": to, "at": ev.at, "by": actor["id"]})
+            opp["stage"] = to
             self.transitions[ev.id] = (True, ())
-            return
+            return True
         request = {
             "kind": "transition",
-            "opportunity": {**_public(opp), "owner_id": owner},
-            "to": to,
-            "actor": actor,
-            "stage_history": self.host.stage_history.get(okey, []),
+            "opportunity": self._stage_opportunity(okey, owner),
+            "to_stage": to,
+            "actor": {"id": actor["id"], "roles": list(actor.get("roles") or ())},
+            "channel": "ui",
+            "request_id": ev.id,
+            "reason": ev.get("reason"),
         }
         d = self.decide(ev, request, okey)
         if d is None:
-            return
+            return False
         allowed = bool(getattr(d.outcome, "allowed", False))
         missing = () if allowed else _missing_requirements(d)
         self.transitions[ev.id] = (allowed, missing)
         if allowed:
-            self.host.add_stage(okey, {"stage": to, "at": ev.at, "by": actor["id"]})
-            self.check(okey, ev.at, ev.id, ev.type)
+            if opp.get("stage") != to:  # a stages section without a stage_entered effect
+                host.add_stage(okey, {"id": ev.id, "stage": to, "at": ev.at, "by": actor["id"]})
+            if to in ("won", "lost"):
+                host.unschedule(okey)
+            else:
+                self.check(okey, ev.at, ev.id, ev.type)
+            cust = opp.get("customer_id")
+            if cust:
+                self.check(record_key("customer", str(cust)), ev.at, ev.id, ev.type)
         else:
-            self.host.refusal(ev.at, okey, ev.id, missing)
+            host.refusal(ev.at, okey, ev.id, missing)
+        return allowed
+
+    def _split_deal(self, okey: str, owner: str) -> dict[str, Any]:
+        host = self.host
+        opp = host.records[okey]
+        lines = host.splits.get(okey, {}).get("revenue") or ()
+        return {
+            "id": opp["id"],
+            "owner_id": owner,
+            "stage": opp.get("stage"),
+            "region": opp.get("region"),
+            "amount": opp.get("amount"),
+            "currency": opp.get("currency"),
+            "split": [
+                {"rep_id": x["rep_id"], "share": x["share"], "role": x.get("role") or ""}
+                for x in lines
+            ],
+        }
 
     def on_collaboration_requested(self, ev: Event) -> None:
+        host = self.host
         req = dict(ev.get("request") or {})
-        rid = str(req.get("id") or ev.id)
+        rid = str(req.setdefault("id", ev.id))
         okey = record_key("opportunity", str(req.get("record_id")))
-        owner = self.host.rep_owner(okey)
+        owner = host.rep_owner(okey)
         if owner is None:
-            self.host.note(ev.at, ev.id, ev.type, okey, "not_owned")
+            host.note(ev.at, ev.id, ev.type, okey, "not_owned")
             return
         req.setdefault("owner_id", owner)
         if "collaboration_request" not in self.kinds:
-            self.host.note(ev.at, ev.id, ev.type, okey, "no_splits_policy")
+            host.note(ev.at, ev.id, ev.type, okey, "no_splits_policy")
             return
+        existing = [
+            s
+            for (scope, _), s in host.state.items()
+            if scope == "collaboration" and s.get("record_id") == okey.partition(":")[2]
+        ]
         request = {
             "kind": "collaboration_request",
             "request": req,
-            "record": {**_public(self.host.records[okey]), "owner_id": owner},
-            "requester": self._rep(req.get("requester_id")),
+            "record": self._split_deal(okey, owner),
+            "requester": self._rep(req.get("requester_id")) or {},
             "owner": self._rep(owner),
+            "existing": existing,
         }
         d = self.decide(ev, request, okey)
         if d is not None:
-            self.host.save_state("collaboration", rid, d.state)
+            host.save_state("collaboration", rid, d.state)
 
     def on_collaboration_approved(self, ev: Event) -> None:
+        host = self.host
         rid = str(ev.get("request_id"))
-        state = self.host.get_state("collaboration", rid)
+        state = host.get_state("collaboration", rid)
         if not state or "approval" not in self.kinds:
-            self.host.note(ev.at, ev.id, ev.type, rid, "no_pending_request")
+            host.note(ev.at, ev.id, ev.type, rid, "no_pending_request")
+            return
+        okey = record_key("opportunity", str(state.get("record_id")))
+        owner = host.rep_owner(okey)
+        if owner is None:
+            host.note(ev.at, ev.id, ev.type, okey, "not_owned")
             return
         request = {
             "kind": "approval",
             "state": state,
-            "approver": self._rep(ev.get("by")),
             "action": ev.get("action") or "approve",
+            "actor": self._rep(ev.get("by") or owner),
+            "record": self._split_deal(okey, owner),
+            "owner": self._rep(owner),
         }
-        d = self.decide(ev, request, record_key("opportunity", str(state.get("record_id"))))
+        d = self.decide(ev, request, okey)
         if d is not None:
-            self.host.save_state("collaboration", rid, d.state)
+            host.save_state("collaboration", rid, d.state)
 
     def on_deal_won(self, ev: Event) -> None:
+        host = self.host
         okey = record_key("opportunity", str(ev.get("opportunity_id")))
-        opp = self.host.records.get(okey)
-        owner = self.host.rep_owner(okey)
+        opp = host.records.get(okey)
+        owner = host.rep_owner(okey)
         if opp is None or owner is None:
-            self.host.note(ev.at, ev.id, ev.type, okey, "not_owned")
+            host.note(ev.at, ev.id, ev.type, okey, "not_owned")
             return
         if ev.get("amount") is not None:
             opp["amount"] = str(ev.get("amount"))
         if ev.get("currency") is not None:
             opp["currency"] = ev.get("currency")
-        opp["won"] = True
-        self.host.add_stage(okey, {"stage": "won", "at": ev.at, "by": owner})
-        self.host.unschedule(okey)
+        if not self._transition(ev, opp["id"], "won", ev.get("evidence")):
+            return
         if "split" not in self.kinds:
             return
-        approved = [
-            s
-            for (scope, _), s in self.host.state.items()
-            if scope == "collaboration"
-            and s.get("record_id") == opp["id"]
-            and s.get("status") == "approved"
-        ]
-        request = {
-            "kind": "split",
-            "deal": {**_public(opp), "owner_id": owner},
-            "collaborations": approved,
-        }
-        self.decide(ev, request, okey)
+        deal = self._split_deal(okey, owner)
+        deal["stage"] = "won"
+        self.decide(ev, {"kind": "split", "deal": deal}, okey)
 
     def on_contract(self, ev: Event) -> None:
+        host = self.host
         contract = dict(ev.get("contract") or {})
         cid = str(contract.get("id") or ev.get("contract_id"))
         ckey = record_key("contract", cid)
-        if contract:
-            prev = self.host.records.get(ckey, {})
-            self.host.put_record(ckey, {**prev, **contract, "id": cid})
+        prev = host.records.get(ckey, {})
+        merged = {**prev, **contract, "id": cid}
+        opp_key = record_key("opportunity", str(merged.get("opportunity_id")))
+        owner = host.rep_owner(opp_key)
+        if owner is not None:
+            merged["owner_id"] = owner
+        host.put_record(ckey, merged)
         if "contract_event" not in self.kinds:
             return
+        opp = host.records.get(opp_key)
+        cust = host.records.get(record_key("customer", str(merged.get("customer_id"))))
         request = {
             "kind": "contract_event",
-            "contract": _public(self.host.records.get(ckey, {"id": cid})),
+            "contract": _public(merged),
+            "opportunity": {
+                **_public(opp),
+                "owner_id": owner,
+                "collaborator_ids": [r for r in host.team.get(opp_key, {}) if r != owner],
+            }
+            if opp
+            else None,
+            "customer": _public(cust) if cust else None,
             "event": {
                 "id": ev.id,
                 "contract_id": cid,
@@ -559,26 +805,31 @@ class _Replay:
                 "at": ev.at,
                 "verification": ev.get("verification"),
             },
-            "state": self.host.get_state("handoff", cid),
+            "state": host.get_state("handoff", cid) or None,
         }
         d = self.decide(ev, request, ckey)
-        if d is not None:
-            self.host.save_state("handoff", cid, d.state)
+        if d is not None and d.state:
+            state = dict(d.state)
+            project = state.get("project")
+            if isinstance(project, Mapping) and project.get("id") is None:
+                state["project"] = {**project, "id": f"P-{cid}"}  # the project tool's id
+            host.save_state("handoff", cid, state)
 
     def on_project_status(self, ev: Event) -> None:
+        host = self.host
         cid = str(ev.get("contract_id"))
         if "project_status" not in self.kinds:
             return
-        status = dict(ev.data)
+        state = host.get_state("handoff", cid)
+        status = {k: v for k, v in ev.data.items() if k != "contract_id"}
         status.update({"id": ev.id, "at": ev.at, "contract_id": cid})
-        request = {
-            "kind": "project_status",
-            "event": status,
-            "state": self.host.get_state("handoff", cid),
-        }
+        project = state.get("project") if state else None
+        if isinstance(project, Mapping) and project.get("id") and "project_id" not in status:
+            status["project_id"] = project["id"]
+        request = {"kind": "project_status", "event": status, "state": state or None}
         d = self.decide(ev, request, record_key("contract", cid))
-        if d is not None:
-            self.host.save_state("handoff", cid, d.state)
+        if d is not None and d.state:
+            host.save_state("handoff", cid, d.state)
 
     def on_clock_tick(self, ev: Event) -> None:
         return None
@@ -588,6 +839,28 @@ class _Replay:
         handler = _HANDLERS.get(ev.type)
         if handler is not None:
             handler(self, ev)
+
+
+_EMPTY: Mapping[str, Any] = {}
+
+#: How far back the host keeps assignment and claim times (covers day/week/month caps).
+_COUNT_HORIZON = timedelta(days=32)
+
+#: A scripted claim without a lead id skips leads released less than this long ago (pools
+#: usually hold new entries back for a while; the policy still decides on the claim).
+_CLAIM_SETTLE = timedelta(hours=2)
+
+
+def _merge_evidence(opp: dict[str, Any], evidence: Mapping[str, Any]) -> None:
+    """Set evidence on an opportunity: lists (attachments, approvals) grow, mappings merge."""
+    for k, v in evidence.items():
+        cur = opp.get(k)
+        if isinstance(v, list) and isinstance(cur, list | tuple):
+            opp[k] = [*cur, *(x for x in v if x not in cur)]
+        elif isinstance(v, Mapping) and isinstance(cur, Mapping):
+            opp[k] = {**cur, **v}
+        else:
+            opp[k] = v
 
 
 _HANDLERS: dict[str, Callable[[_Replay, Event], None]] = {
@@ -712,16 +985,15 @@ def simulate(
     started = time.perf_counter()
     try:
         for i, ev in enumerate(events):
-            if sweep == "exact":
-                _run_due(replay, ev.at, inclusive=True)
+            _run_due(replay, ev.at, inclusive=True, checks=sweep == "exact")
             replay.dispatch(ev)
             if sweep == "ticks" and ev.type == "clock_tick":
                 _run_due(replay, ev.at, inclusive=True)
             if i % 512 == 0:
                 bar.update(i)
         end = until or (events[-1].at if events else None)
-        if end is not None and sweep == "exact":
-            _run_due(replay, end, inclusive=True)
+        if end is not None:
+            _run_due(replay, end, inclusive=True, checks=sweep == "exact")
         bar.update(len(events))
     finally:
         bar.close()
@@ -743,10 +1015,17 @@ def _event_dict(ev: Event) -> dict[str, Any]:
     return {"id": ev.id, "at": ev.at, "type": ev.type, **ev.data}
 
 
-def _run_due(replay: _Replay, until: datetime, *, inclusive: bool) -> None:
+def _run_due(replay: _Replay, until: datetime, *, inclusive: bool, checks: bool = True) -> None:
     host = replay.host
+    pending = replay.pending
     while True:
-        due = host.next_due()
+        due = host.next_due() if checks else None
+        nxt = pending[0][0] if pending else None
+        if nxt is not None and (due is None or nxt < due):
+            if nxt > until or (not inclusive and nxt == until):
+                return
+            replay.dispatch(heapq.heappop(pending)[2])
+            continue
         if due is None or due > until or (not inclusive and due == until):
             return
         for at, key in host.pop_due(due):
@@ -829,18 +1108,18 @@ class SimulationResult:
         elapsed: float,
     ) -> SimulationResult:
         follow: dict[str, list[float]] = {}
-        for _, rep, hours in host.first_follow_up:
-            follow.setdefault(rep, []).append(hours)
+        for _, rep_id, h in host.first_follow_up:
+            follow.setdefault(rep_id, []).append(h)
         rows = []
         for rep_id in sorted(host.stats):
             st = host.stats[rep_id]
-            rep = host.reps.get(rep_id, {})
+            rep_rec: Mapping[str, Any] = host.reps.get(rep_id, {})
             hrs = follow.get(rep_id, [])
             rows.append(
                 {
                     "rep_id": rep_id,
-                    "region": rep.get("region"),
-                    "team": (rep.get("teams") or [None])[0],
+                    "region": rep_rec.get("region"),
+                    "team": (rep_rec.get("teams") or [None])[0],
                     "assigned": st.assigned,
                     "claimed": st.claimed,
                     "released": st.released,
@@ -1086,7 +1365,7 @@ def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
 
 def _pandas() -> Any:
     try:
-        import pandas as pd
+        import pandas as pd  # type: ignore[import-untyped,unused-ignore]
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("DataFrames need pandas: pip install 'salesrules[frames]'") from exc
     return pd
@@ -1250,7 +1529,7 @@ class CompareResult:
                 "no differences: every owner, release, transition, load and credit is the same"
             )
             return "\n".join(lines)
-        ch = {}
+        ch: dict[str, int] = {}
         for r in self.release_changes:
             ch[r["change"]] = ch.get(r["change"], 0) + 1
         lines += [
