@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
@@ -270,9 +270,26 @@ class UnmetRequirement:
     message: str
     rule_id: str | None = None
     location: Location | None = None
+    # The Reason for a refusal, prebuilt for requirements whose failure never varies (an
+    # attachment, a checklist item…): not part of the value (no JSON, no equality).
+    _reason: Reason | None = field(
+        default=None, compare=False, repr=False, metadata={"json": False}
+    )
 
     def __str__(self) -> str:
         return f"{self.code} {self.subject}: {self.message}"
+
+    def as_reason(self) -> Reason:
+        """The decision reason reporting this unmet requirement."""
+        if self._reason is not None:
+            return self._reason
+        return Reason(self.code, self.message, self.rule_id, self.location)
+
+
+def _static(unmet: UnmetRequirement) -> UnmetRequirement:
+    """Attach the prebuilt reason to a failure built once at compile time."""
+    object.__setattr__(unmet, "_reason", unmet.as_reason())
+    return unmet
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,27 +413,40 @@ class Stage:
 class _Env:
     """What requirement checks read during one evaluation (never shared between calls)."""
 
-    __slots__ = ("actor", "cond_ctx", "opp", "policy", "today", "utc_now")
+    __slots__ = ("_today", "_utc", "actor", "calendar", "cond_ctx", "now", "opp", "policy")
 
     def __init__(
         self,
         opp: _OppView,
         actor: _ActorView,
-        utc_now: datetime,
-        today: date,
+        now: datetime,
+        calendar: Calendar,
         policy: Any,
     ) -> None:
         self.opp = opp
         self.actor = actor
-        self.utc_now = utc_now
-        self.today = today
+        self.now = now
+        self.calendar = calendar
         self.policy = policy
         self.cond_ctx: Mapping[str, Any] | None = None
+        self._utc: datetime | None = None
+        self._today: date | None = None
 
     def ctx(self) -> Mapping[str, Any]:
         if self.cond_ctx is None:
             self.cond_ctx = {"opportunity": self.opp.data, "actor": self.actor.data}
         return self.cond_ctx
+
+    def utc_now(self) -> datetime:
+        if self._utc is None:
+            self._utc = self.now.astimezone(UTC)
+        return self._utc
+
+    def today(self) -> date:
+        """Today in the policy calendar's zone (what "not in the past" means for a date)."""
+        if self._today is None:
+            self._today = self.calendar.local(self.now).date()
+        return self._today
 
 
 class _Req:
@@ -440,12 +470,14 @@ class _WhoReq(_Req):
         self.ref = ref
         parts = [*(f"role {r}" for r in sorted(roles)), *sorted(relations)]
         self.describe = "who: " + " or ".join(parts)
-        self.fail = UnmetRequirement(
-            "actor_not_permitted",
-            ",".join(parts),
-            f"only {' or '.join(parts)} may make this transition",
-            ref.id,
-            ref.location,
+        self.fail = _static(
+            UnmetRequirement(
+                "actor_not_permitted",
+                ",".join(parts),
+                f"only {' or '.join(parts)} may make this transition",
+                ref.id,
+                ref.location,
+            )
         )
 
     def check(self, env: _Env) -> UnmetRequirement | None:
@@ -499,8 +531,10 @@ class _ReasonReq(_Req):
     def __init__(self, ref: RuleRef) -> None:
         self.ref = ref
         self.describe = "a reason"
-        self.fail = UnmetRequirement(
-            "reason_required", "reason", "this transition needs a reason", ref.id, ref.location
+        self.fail = _static(
+            UnmetRequirement(
+                "reason_required", "reason", "this transition needs a reason", ref.id, ref.location
+            )
         )
 
     def check(self, env: _Env) -> UnmetRequirement | None:  # pragma: no cover - not a record check
@@ -515,8 +549,8 @@ class _AttachmentReq(_Req):
         self.ref = ref
         self.describe = f"attachment {kind}"
         what = kind if label in ("", kind) else f"{kind} ({label})"
-        self.fail = UnmetRequirement(
-            "attachment_missing", kind, f"attach a {what}", ref.id, ref.location
+        self.fail = _static(
+            UnmetRequirement("attachment_missing", kind, f"attach a {what}", ref.id, ref.location)
         )
 
     def check(self, env: _Env) -> UnmetRequirement | None:
@@ -531,8 +565,8 @@ class _ChecklistReq(_Req):
         self.ref = ref
         self.describe = f"checklist {item}"
         what = item if label in ("", item) else f"{item} ({label})"
-        self.fail = UnmetRequirement(
-            "checklist_unchecked", item, f"check off {what}", ref.id, ref.location
+        self.fail = _static(
+            UnmetRequirement("checklist_unchecked", item, f"check off {what}", ref.id, ref.location)
         )
 
     def check(self, env: _Env) -> UnmetRequirement | None:
@@ -547,8 +581,10 @@ class _ApprovalReq(_Req):
         self.ref = ref
         self.describe = f"approval {kind}"
         what = kind if label in ("", kind) else f"{kind} ({label})"
-        self.fail = UnmetRequirement(
-            "approval_missing", kind, f"an approved {what} is needed", ref.id, ref.location
+        self.fail = _static(
+            UnmetRequirement(
+                "approval_missing", kind, f"an approved {what} is needed", ref.id, ref.location
+            )
         )
 
     def check(self, env: _Env) -> UnmetRequirement | None:
@@ -666,8 +702,10 @@ class _FieldReq(_Req):
             f" {op}" if v is True and op.startswith("not_") else f" {op} {_short(v)}"
             for op, v in checks
         )
-        self.missing = UnmetRequirement(
-            "field_missing", name, message or f"fill in {what}", ref.id, ref.location
+        self.missing = _static(
+            UnmetRequirement(
+                "field_missing", name, message or f"fill in {what}", ref.id, ref.location
+            )
         )
 
     def _invalid(self, text: str) -> UnmetRequirement:
@@ -741,15 +779,15 @@ class _FieldReq(_Req):
             return None if ok else f"{name} must be one of {shown}, got {_short(value)}"
         if op == "not_past":
             if isinstance(value, datetime):
-                ok = value >= env.utc_now
+                ok = value >= env.utc_now()
             else:
-                ok = value >= env.today
+                ok = value >= env.today()
             return None if ok else f"{name} {value.isoformat()} is in the past"
         if op == "not_future":
             if isinstance(value, datetime):
-                ok = value <= env.utc_now
+                ok = value <= env.utc_now()
             else:
-                ok = value <= env.today
+                ok = value <= env.today()
             return None if ok else f"{name} {value.isoformat()} is in the future"
         if op == "matches":
             return None if operand.search(value) else f"{name} does not match {operand.pattern}"
@@ -1353,18 +1391,21 @@ class _OppView:
         "stage",
     )
 
-    def __init__(self, data: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        data: Mapping[str, Any],
+        kinds: frozenset[str],
+        approved: frozenset[str],
+    ) -> None:
         self.data = data
         self.id: str = data["id"]
         self.stage: str = data["stage"]
         self.owner_id: str | None = data.get("owner_id")
         self.owner_manager_id: str | None = data.get("owner_manager_id")
         self.collaborators: Sequence[str] = data.get("collaborator_ids") or ()
-        self.attachment_kinds = frozenset(a["kind"] for a in data.get("attachments") or ())
+        self.attachment_kinds = kinds
         self.checklist: Mapping[str, Any] = data.get("checklist") or _EMPTY
-        self.approved = frozenset(
-            a["kind"] for a in data.get("approvals") or () if a.get("status", "approved") == "approved"
-        )
+        self.approved = approved
 
 
 class _ActorView:
@@ -1377,66 +1418,94 @@ class _ActorView:
         self.permissions = frozenset(data.get("permissions") or ())
 
 
+def _is_map(v: Any) -> bool:
+    return type(v) is dict or isinstance(v, Mapping)
+
+
 def _str_or_none(v: Any) -> bool:
     return v is None or type(v) is str
 
 
 def _str_seq(v: Any) -> bool:
-    return v is None or (type(v) in (list, tuple) and all(type(x) is str for x in v))
-
-
-def _plain_opportunity(data: Any) -> bool:
-    """Whether ``data`` is a mapping the fast path can read exactly as pydantic would."""
-    if not isinstance(data, Mapping):
+    if v is None:
+        return True
+    if type(v) is not list and type(v) is not tuple:
         return False
-    if type(data.get("id")) is not str or type(data.get("stage")) is not str:
-        return False
-    if not (_str_or_none(data.get("owner_id")) and _str_or_none(data.get("owner_manager_id"))):
-        return False
-    if not _str_seq(data.get("collaborator_ids")):
-        return False
-    atts = data.get("attachments")
-    if atts is not None:
-        if type(atts) not in (list, tuple):
+    for x in v:  # noqa: SIM110 - a plain loop beats all() on this hot path
+        if type(x) is not str:
             return False
-        for a in atts:
-            if not isinstance(a, Mapping) or type(a.get("kind")) is not str:
-                return False
-            if not (_str_or_none(a.get("id")) and type(a.get("name", "")) is str):
-                return False
-    checklist = data.get("checklist")
-    if checklist is not None:
-        if not isinstance(checklist, Mapping):
-            return False
-        for k, v in checklist.items():
-            if type(k) is not str or type(v) is not bool:
-                return False
-    apps = data.get("approvals")
-    if apps is not None:
-        if type(apps) not in (list, tuple):
-            return False
-        for a in apps:
-            if not isinstance(a, Mapping) or type(a.get("kind")) is not str:
-                return False
-            if type(a.get("status", "")) is not str or not _str_or_none(a.get("by")):
-                return False
-            at = a.get("at")
-            if at is not None and not (isinstance(at, datetime) and at.utcoffset() is not None):
-                return False
     return True
 
 
+_SEQ = (list, tuple)
+
+
+def _fast_opportunity(data: Any) -> _OppView | None:
+    """Read a plain mapping exactly as pydantic would accept it, or ``None`` (use pydantic)."""
+    if not _is_map(data):
+        return None
+    get = data.get
+    if type(get("id")) is not str or type(get("stage")) is not str:
+        return None
+    if not (_str_or_none(get("owner_id")) and _str_or_none(get("owner_manager_id"))):
+        return None
+    if not _str_seq(get("collaborator_ids")):
+        return None
+    kinds: set[str] = set()
+    atts = get("attachments")
+    if atts is not None:
+        if type(atts) not in _SEQ:
+            return None
+        for a in atts:
+            if type(a) is not dict and not isinstance(a, Mapping):
+                return None
+            kind = a.get("kind")
+            ident = a.get("id")
+            if type(kind) is not str or (ident is not None and type(ident) is not str):
+                return None
+            if "name" in a and type(a["name"]) is not str:
+                return None
+            kinds.add(kind)
+    checklist = get("checklist")
+    if checklist is not None:
+        if not _is_map(checklist):
+            return None
+        for k, v in checklist.items():
+            if type(k) is not str or type(v) is not bool:
+                return None
+    approved: set[str] = set()
+    apps = get("approvals")
+    if apps is not None:
+        if type(apps) not in _SEQ:
+            return None
+        for a in apps:
+            if not _is_map(a):
+                return None
+            kind = a.get("kind")
+            status = a.get("status", "approved")
+            if type(kind) is not str or type(status) is not str or not _str_or_none(a.get("by")):
+                return None
+            at = a.get("at")
+            if at is not None and not (isinstance(at, datetime) and at.utcoffset() is not None):
+                return None
+            if status == "approved":
+                approved.add(kind)
+    return _OppView(data, frozenset(kinds), frozenset(approved))
+
+
 def _read_opportunity(data: Any) -> _OppView:
-    if isinstance(data, BaseModel) or not _plain_opportunity(data):
+    view = None if isinstance(data, BaseModel) else _fast_opportunity(data)
+    if view is None:
         # The slow path: pydantic validates (and raises RecordError naming the field).
-        model = coerce(StageOpportunity, data, "opportunity")
-        data = model.model_dump()
-    return _OppView(data)
+        view = _fast_opportunity(coerce(StageOpportunity, data, "opportunity").model_dump())
+        if view is None:  # pragma: no cover - a validated record always reads fast
+            raise RecordError("opportunity", "*", "could not read the opportunity")
+    return view
 
 
 def _read_actor(data: Any) -> _ActorView:
     if (
-        isinstance(data, Mapping)
+        (type(data) is dict or isinstance(data, Mapping))
         and type(data.get("id")) is str
         and _str_seq(data.get("roles"))
         and _str_seq(data.get("permissions"))
@@ -1518,10 +1587,6 @@ def _trace_req(tb: TraceBuilder, req: _Req, miss: UnmetRequirement | None, env: 
         tb.add(TraceStatus.MATCHED, f"{req.describe}: met", req.ref, values)
     else:
         tb.add(TraceStatus.SKIPPED, f"{req.describe}: {miss.code} - {miss.message}", req.ref, values)
-
-
-def _today(sp: StagesPolicy, now: datetime) -> date:
-    return sp.calendar.local(now).date()
 
 
 def _bypass_for(sp: StagesPolicy, actor: _ActorView, channel: str) -> str | None:
@@ -1630,8 +1695,7 @@ def check_transition(
         return Decision(
             kind="transition",
             outcome=verdict,
-            reasons=(Reason(miss.code, miss.message, miss.rule_id, miss.location,
-                            {"subject": miss.subject}),),
+            reasons=(Reason(miss.code, miss.message, miss.rule_id, miss.location),),
             trace=tb.build() if tb is not None else None,
             policy_digest=digest,
         )
@@ -1639,7 +1703,7 @@ def check_transition(
     if tb is not None:
         tb.add(TraceStatus.MATCHED, f"transition {tr.from_stage} -> {tr.to_stage} ({tr.move})",
                tr.ref, {"channel": channel})
-    env = _Env(opp, who, now.astimezone(UTC), _today(sp, now), policy)
+    env = _Env(opp, who, now, sp.calendar, policy)
     failed = _gates(tr, env, tb, errors)
     if tr.reason_req is not None and not has_reason:
         failed.append(tr.reason_req.fail)
@@ -1714,10 +1778,7 @@ def _refused(
     return Decision(
         kind="transition",
         outcome=_refuse(opp, tr.to_stage, failed, sp, tr.id),
-        reasons=tuple(
-            Reason(f.code, f.message, f.rule_id, f.location, {"subject": f.subject})
-            for f in failed
-        ),
+        reasons=tuple(f.as_reason() for f in failed),
         errors=tuple(errors),
         trace=tb.build() if tb is not None else None,
         policy_digest=digest,
@@ -1828,7 +1889,7 @@ def available_transitions(
         )
     tb = TraceBuilder() if explain else None
     errors: list[RuleIssue] = []
-    env = _Env(opp, who, now.astimezone(UTC), _today(sp, now), policy)
+    env = _Env(opp, who, now, sp.calendar, policy)
     can_bypass = _bypass_for(sp, who, channel) is not None
     options: list[TransitionOption] = []
     for tr in sp.outgoing.get(opp.stage, ()):
