@@ -333,6 +333,8 @@ class TrackedRecord(Record):
 
 # ---- stages records ------------------------------------------------------------------------
 
+from pydantic import StrictBool as _StrictBool  # noqa: E402 - kept inside the stages block
+
 
 class StageAttachment(BaseModel):
     """A file attached to an opportunity; ``kind`` is what stage gates look for (需求调研表)."""
@@ -368,7 +370,7 @@ class StageOpportunity(Record):
     owner_manager_id: str | None = None
     collaborator_ids: tuple[str, ...] = ()
     attachments: tuple[StageAttachment, ...] = ()
-    checklist: dict[str, bool] = {}
+    checklist: dict[str, _StrictBool] = {}
     approvals: tuple[StageApproval, ...] = ()
 
 
