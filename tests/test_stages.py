@@ -737,3 +737,24 @@ def test_golden(path: Path) -> None:
     if "error_codes" in want:
         assert [e.code for e in d.errors] == want["error_codes"], where
     assert Decision.from_json(d.to_json()) == d, where
+
+
+def test_split_check_on_a_record_without_owner(policy: Policy) -> None:
+    rec = full("contract", owner_id=None)
+    d = check(policy, rec, "won", actor=MANAGER)
+    assert d.outcome.allowed
+    bad = full("contract", owner_id=None, splits=[{"rep_id": "r-east-2", "share": "99"}])
+    assert check(policy, bad, "won", actor=MANAGER).outcome.codes == ("check_failed",)
+
+
+def test_terminal_stage_offers_nothing(policy: Policy) -> None:
+    d = available_transitions(policy, full("won"), actor=MANAGER, channel="ui", now=NOW)
+    assert d.outcome.options == ()
+    assert d.outcome.stage_label == "赢单"
+
+
+def test_criterion_failure_is_explained(policy: Policy) -> None:
+    d = check(policy, full("negotiation", customer_registered=False), "contract", explain=True)
+    assert d.trace is not None
+    assert "opportunity.customer_registered" in d.outcome.failed[0].message
+    assert any(s.rule_id == "sign_contract" and s.status.value == "SKIPPED" for s in d.trace.steps)
