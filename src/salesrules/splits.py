@@ -339,13 +339,81 @@ def allocate(
         RecordError: a float or malformed amount, an amount finer than the minor unit, an
             unknown currency, a negative share, no positive share, or a duplicate rep id.
     """
-    exp = minor_unit(currency, minor_units)
+    exp = minor_units.get(currency) if minor_units else None
+    if exp is None:
+        exp = MINOR_UNITS.get(currency)
+        if exp is None:
+            exp = minor_unit(currency, minor_units)  # raises: unknown currency
+    fast = _allocate_fast(amount, shares, exp)
+    if fast is not None:
+        return fast
+    # the careful path: same result, and a RecordError naming the first bad input
     total = _to_minor(_money(amount, "amount", "amount"), exp, currency, "amount", "amount")
     ids, weights = _checked_weights(shares)
     parts = _largest_remainder(total, weights, sum(weights))
     q = _QUANT[exp]
     by_id = {rep_id: Decimal(p) * q for rep_id, p in zip(ids, parts, strict=True)}
     return {rep_id: by_id[rep_id] for rep_id, _ in _share_items(shares)}
+
+
+_UNIT_LIMIT = 10**22
+
+
+def _allocate_fast(amount: Any, shares: Any, exp: int) -> dict[str, Decimal] | None:
+    """:func:`allocate` for well-formed input (a Decimal amount, a dict of Decimal/int shares).
+
+    Integer arithmetic on minor units, with the per-member loops in comprehensions and
+    ``map`` (this is the hot path of crediting). Returns ``None`` whenever anything is
+    unusual, so that the careful path reports it.
+    """
+    if type(amount) is not Decimal or type(shares) is not dict or not shares:
+        return None
+    values = shares.values()
+    if not _SHARE_TYPES.issuperset(map(type, values)):
+        return None
+    if not _STR_TYPE.issuperset(map(type, shares)) or "" in shares:
+        return None
+    try:
+        scaled = amount * _SCALE[exp]
+        total = int(scaled)
+        ratios = [v.as_integer_ratio() for v in values]
+    except (ValueError, OverflowError):  # NaN, infinity
+        return None
+    if total != scaled or not -_UNIT_LIMIT < total < _UNIT_LIMIT:
+        return None
+    unit = _QUANT[exp]
+    if max([d for _, d in ratios]) == 1:
+        nums = [n for n, _ in ratios]
+    else:
+        den = math.lcm(*[d for _, d in ratios])
+        nums = [n * (den // d) for n, d in ratios]
+    wsum = sum(nums)
+    if wsum <= 0 or min(nums) < 0:
+        return None
+    ids = list(shares)
+    t = -total if total < 0 else total
+    products = [t * w for w in nums]
+    parts = [x // wsum for x in products]
+    left = t - sum(parts)
+    if left == 1:  # the common case: one leftover unit
+        rems = [x % wsum for x in products]
+        top = max(rems)
+        if rems.count(top) == 1:
+            parts[rems.index(top)] += 1
+        else:  # a tie: the smallest rep id among the largest remainders
+            parts[ids.index(min([r for r, x in zip(ids, rems, strict=True) if x == top]))] += 1
+    elif left:
+        # largest remainder first; equal remainders by rep id (never by position)
+        ranked = sorted(zip([-(x % wsum) for x in products], ids, range(len(ids))))
+        for _, _, i in ranked[:left]:
+            parts[i] += 1
+    if total < 0:
+        return {rep_id: unit * -p for rep_id, p in zip(ids, parts, strict=True)}
+    return {rep_id: unit * p for rep_id, p in zip(ids, parts, strict=True)}
+
+
+_SHARE_TYPES = frozenset({Decimal, int})
+_STR_TYPE = frozenset({str})
 
 
 def _overlay_part(total: int, weight: int, wsum: int) -> int:
