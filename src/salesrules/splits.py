@@ -404,7 +404,7 @@ def _allocate_fast(amount: Any, shares: Any, exp: int) -> dict[str, Decimal] | N
             parts[ids.index(min([r for r, x in zip(ids, rems, strict=True) if x == top]))] += 1
     elif left:
         # largest remainder first; equal remainders by rep id (never by position)
-        ranked = sorted(zip([-(x % wsum) for x in products], ids, range(len(ids))))
+        ranked = sorted(zip([-(x % wsum) for x in products], ids, range(len(ids)), strict=True))
         for _, _, i in ranked[:left]:
             parts[i] += 1
     if total < 0:
