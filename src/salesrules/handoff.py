@@ -1282,33 +1282,72 @@ def on_contract_event(
     opp = _record(opportunity, "opportunity")
     cust = _record(customer, "customer")
     prev = _state(state, con.id)
-    st = prev or HandoffState(
-        contract_id=con.id,
-        opportunity_id=con.opportunity_id or opp.get("id"),
-        customer_id=con.customer_id or cust.get("id"),
-    )
-    run = _Run(explain)
-    ctx = _ctx(con, opp, cust)
-    cid = con.id
-    key = (ev.version, _RANK[ev.type])
+    return _ContractDecision(hp, _digest(policy), ev, con, opp, cust, prev, explain).decide()
 
+
+class _ContractDecision:
+    """One contract-event decision: the inputs, the collector, and one handler per event type."""
+
+    def __init__(
+        self,
+        hp: HandoffPolicy,
+        digest: str,
+        ev: ContractEvent,
+        con: Contract,
+        opp: dict[str, Any],
+        cust: dict[str, Any],
+        prev: HandoffState | None,
+        explain: bool,
+    ) -> None:
+        self.hp = hp
+        self.digest = digest
+        self.ev = ev
+        self.cid = con.id
+        self.prev = prev
+        self.st = prev or HandoffState(contract_id=con.id)
+        self.run = _Run(explain)
+        self.ctx = _ctx(con, opp, cust)
+        self.advanced = self.st.model_copy(
+            update={
+                "version": ev.version,
+                "rank": _RANK[ev.type],
+                "last_event": ev.type,
+                "last_event_id": ev.id,
+                "opportunity_id": self.st.opportunity_id or con.opportunity_id or opp.get("id"),
+                "customer_id": self.st.customer_id or con.customer_id or cust.get("id"),
+            }
+        )
+        project = self.st.project
+        #: the contract's current project, unless there is none or it was cancelled
+        self.project = project if project is not None and project.state != "cancelled" else None
+        self.tag = f"contract:{con.id}@v{ev.version}/{ev.type}"
+
+    # -- building blocks ---------------------------------------------------------------------
     def finish(
-        action: HandoffAction, new: HandoffState | None, **extra: Any
+        self,
+        action: HandoffAction,
+        new: HandoffState | None,
+        *,
+        team: str | None = None,
+        template: str | None = None,
+        lead: str | None = None,
+        chosen: bool = False,
     ) -> Decision[HandoffOutcome]:
-        applied = new is not None
-        final = new if new is not None else prev
+        """Build the decision; ``new`` is the advanced state (``None``: not applied)."""
+        final = new if new is not None else self.prev
         project = final.project if final is not None else None
         outcome = HandoffOutcome(
-            contract_id=cid,
-            event_id=ev.id,
-            event=ev.type,
+            contract_id=self.cid,
+            event_id=self.ev.id,
+            event=self.ev.type,
             action=action,
-            applied=applied,
-            team=extra.get("team", final.team if final else None),
-            template=extra.get("template"),
-            project_lead=extra.get("lead"),
+            applied=new is not None,
+            team=team if chosen else (final.team if final else None),
+            template=template,
+            project_lead=lead,
             project_key=project.key if project and project.state != "cancelled" else None,
         )
+        run = self.run
         return Decision(
             kind="contract_event",
             outcome=outcome,
@@ -1316,180 +1355,174 @@ def on_contract_event(
             effects=tuple(run.effects),
             assumptions=(
                 Assumption(
-                    f"handoff:{cid}:contract_order",
-                    [st.version, st.rank],
+                    f"handoff:{self.cid}:contract_order",
+                    [self.st.version, self.st.rank],
                     "the last applied contract event (version, rank) when this was decided",
                 ),
             ),
             state=_state_dict(final),
             errors=tuple(run.errors),
             trace=run.trace.build() if run.trace is not None else None,
-            policy_digest=_digest(policy),
+            policy_digest=self.digest,
         )
 
-    # ordering: duplicates and stale events change nothing
-    if prev is not None and (ev.id == prev.last_event_id or key == (prev.version, prev.rank)):
-        run.reason(
-            "duplicate_event",
-            f"event {ev.id} ({ev.type} v{ev.version}) was already applied",
-            last_event_id=prev.last_event_id,
-        )
-        return finish("ignored", None)
-    if prev is not None and key < (prev.version, prev.rank):
-        run.reason(
-            "stale_event",
-            f"{ev.type} v{ev.version} is older than the last applied "
-            f"{prev.last_event} v{prev.version}",
-            last_version=prev.version,
-            last_event=prev.last_event,
-        )
-        return finish("ignored", None)
-
-    advanced = st.model_copy(
-        update={
-            "version": ev.version,
-            "rank": _RANK[ev.type],
-            "last_event": ev.type,
-            "last_event_id": ev.id,
-            "opportunity_id": st.opportunity_id or con.opportunity_id or opp.get("id"),
-            "customer_id": st.customer_id or con.customer_id or cust.get("id"),
-        }
-    )
-    tag = f"contract:{cid}@v{ev.version}/{ev.type}"
-    project = st.project if st.project is not None and st.project.state != "cancelled" else None
-
-    def notify(team: str, template: str) -> None:
-        text, missing = hp.messages[template].resolve(ctx)
-        run.missing(missing, f"the {template} message")
-        run.effect(
+    def notify(self, team: str, message: str) -> None:
+        """Tell a delivery team, with the policy's message for ``message``."""
+        text, missing = self.hp.messages[message].resolve(self.ctx)
+        self.run.missing(missing, f"the {message} message")
+        self.run.effect(
             "notify",
             f"team:{team}",
-            f"notify:team:{team}:{tag}",
-            message=text if text is not None else f"contract {cid}: {template}",
-            record=f"contract:{cid}",
-            template=f"handoff_{template}",
+            f"notify:team:{team}:{self.tag}",
+            message=text if text is not None else f"contract {self.cid}: {message}",
+            record=f"contract:{self.cid}",
+            template=f"handoff_{message}",
         )
 
-    def choose_team() -> _Choice | None:
-        choice = run.choose(hp.team_rules, hp.team_default, ctx, "team")
+    def choose_team(self) -> _Choice | None:
+        """The delivery team the rules choose (``None``, with a reason, when none)."""
+        choice = self.run.choose(self.hp.team_rules, self.hp.team_default, self.ctx, "team")
         if choice is None:
-            run.reason("no_team_matched", "no delivery-team rule matched and there is no default")
+            self.run.reason(
+                "no_team_matched", "no delivery-team rule matched and there is no default"
+            )
         return choice
 
-    if ev.type == "approved":
+    def project_effect(self, kind: str, project: HandoffProject, key: str, **params: Any) -> None:
+        """An effect on the existing project, always naming it by key and (when known) id."""
+        self.run.effect(
+            kind,
+            f"contract:{self.cid}",
+            f"{kind}:contract:{self.cid}:{key}",
+            project_key=project.key,
+            project_id=project.id,
+            **params,
+        )
+
+    def with_project(self, project: HandoffProject, **update: Any) -> HandoffState:
+        return self.advanced.model_copy(update={**update, "project": project})
+
+    # -- the decision --------------------------------------------------------------------------
+    def decide(self) -> Decision[HandoffOutcome]:
+        prev, ev, run = self.prev, self.ev, self.run
+        if prev is not None:
+            last = (prev.version, prev.rank)
+            key = (ev.version, _RANK[ev.type])
+            if ev.id == prev.last_event_id or key == last:
+                run.reason(
+                    "duplicate_event",
+                    f"event {ev.id} ({ev.type} v{ev.version}) was already applied",
+                    last_event_id=prev.last_event_id,
+                )
+                return self.finish("ignored", None)
+            if key < last:
+                run.reason(
+                    "stale_event",
+                    f"{ev.type} v{ev.version} is older than the last applied "
+                    f"{prev.last_event} v{prev.version}",
+                    last_version=prev.version,
+                    last_event=prev.last_event,
+                )
+                return self.finish("ignored", None)
+        handler = {
+            "approved": self.approved,
+            "verified": self.verified,
+            "revoked": self.revoked,
+            "amended": self.amended,
+        }[ev.type]
+        return handler()
+
+    def resume(self, project: HandoffProject, why: str, message: str) -> Decision[HandoffOutcome]:
+        """Un-flag a flagged project (never a second project)."""
+        self.project_effect(
+            "update_project",
+            project,
+            f"v{self.ev.version}/{self.ev.type}",
+            flagged=False,
+            reason=why,
+        )
+        self.run.reason("project_resumed", message)
+        live = project.model_copy(update={"state": "live"})
+        return self.finish("project_resumed", self.with_project(live, phase="project"))
+
+    def approved(self) -> Decision[HandoffOutcome]:
+        project = self.project
         if project is not None:
             if project.state == "flagged":
-                run.effect(
-                    "update_project",
-                    f"contract:{cid}",
-                    f"update_project:contract:{cid}:v{ev.version}/approved",
-                    project_key=project.key,
-                    project_id=project.id,
-                    flagged=False,
-                    reason="approval_restored",
+                return self.resume(
+                    project,
+                    "approval_restored",
+                    "approval restored: the flagged project is un-flagged",
                 )
-                run.reason(
-                    "project_resumed", "approval restored: the flagged project is un-flagged"
-                )
-                new_project = project.model_copy(update={"state": "live"})
-                return finish(
-                    "project_resumed",
-                    advanced.model_copy(update={"phase": "project", "project": new_project}),
-                )
-            run.reason("project_exists", f"project {project.key} already exists")
-            return finish("project_exists", advanced)
-        choice = choose_team()
+            self.run.reason("project_exists", f"project {project.key} already exists")
+            return self.finish("project_exists", self.advanced)
+        choice = self.choose_team()
         if choice is None:
-            return finish(
-                "recorded", advanced.model_copy(update={"phase": "notified", "team": None})
-            )
-        notify(choice.value, "approved")
-        run.reason(
+            new = self.advanced.model_copy(update={"phase": "notified", "team": None})
+            return self.finish("recorded", new)
+        self.notify(choice.value, "approved")
+        self.run.reason(
             "team_notified",
             f"delivery team {choice.value} told to prepare",
             choice.ref,
             team=choice.value,
         )
-        return finish(
-            "notified",
-            advanced.model_copy(update={"phase": "notified", "team": choice.value}),
-            team=choice.value,
-        )
+        new = self.advanced.model_copy(update={"phase": "notified", "team": choice.value})
+        return self.finish("notified", new, team=choice.value, chosen=True)
 
-    if ev.type == "verified":
-        verification = ev.verification
+    def verified(self) -> Decision[HandoffOutcome]:
+        hp, st, run, project = self.hp, self.st, self.run, self.project
+        verification = self.ev.verification
         if verification in hp.no_project_for:
             run.reason(
                 "not_a_project",
                 f"verification {verification!r} creates no project",
                 verification=verification,
             )
-            new = advanced.model_copy(update={"phase": "not_a_project"})
+            new = self.advanced.model_copy(update={"phase": "not_a_project"})
             if project is not None:
-                run.effect(
-                    "flag_project",
-                    f"contract:{cid}",
-                    f"flag_project:contract:{cid}:v{ev.version}",
-                    project_key=project.key,
-                    project_id=project.id,
-                    reason="not_a_project",
+                self.project_effect(
+                    "flag_project", project, f"v{self.ev.version}", reason="not_a_project"
                 )
                 run.reason(
                     "project_flagged",
                     f"project {project.key} flagged: the contract is not a project",
                 )
-                new = new.model_copy(
-                    update={"project": project.model_copy(update={"state": "flagged"})}
-                )
+                flagged = project.model_copy(update={"state": "flagged"})
+                new = new.model_copy(update={"project": flagged})
             elif st.phase == "notified" and st.team:
-                notify(st.team, "revoked")
+                self.notify(st.team, "revoked")
                 run.reason("team_stood_down", f"delivery team {st.team} told there is no project")
-            return finish("not_a_project", new)
+            return self.finish("not_a_project", new)
         if verification not in hp.create_for:
             run.reason(
                 "unknown_verification",
                 f"verification {verification!r} is not declared in the policy",
                 verification=verification,
             )
-            return finish("ignored", None)
+            return self.finish("ignored", None)
         if project is not None:
             if project.state == "flagged":
-                run.effect(
-                    "update_project",
-                    f"contract:{cid}",
-                    f"update_project:contract:{cid}:v{ev.version}/verified",
-                    project_key=project.key,
-                    project_id=project.id,
-                    flagged=False,
-                    reason="verified_again",
-                )
-                run.reason("project_resumed", "verified again: the flagged project is un-flagged")
-                new_project = project.model_copy(update={"state": "live"})
-                return finish(
-                    "project_resumed",
-                    advanced.model_copy(update={"phase": "project", "project": new_project}),
+                return self.resume(
+                    project, "verified_again", "verified again: the flagged project is un-flagged"
                 )
             run.reason("project_exists", f"project {project.key} already exists; no second project")
-            return finish("project_exists", advanced.model_copy(update={"phase": "project"}))
-        return _create(hp, run, ctx, ev, st, advanced, notify, choose_team, finish)
+            return self.finish(
+                "project_exists", self.advanced.model_copy(update={"phase": "project"})
+            )
+        return self.create()
 
-    if ev.type == "revoked":
+    def revoked(self) -> Decision[HandoffOutcome]:
+        hp, st, run, project = self.hp, self.st, self.run, self.project
         if project is not None:
             last = st.status.status if st.status is not None else None
-            action = (
-                hp.no_status
-                if last is None
-                else ("cancel" if last in hp.cancel_when else hp.otherwise)
-            )
+            if last is None:
+                action = hp.no_status
+            else:
+                action = "cancel" if last in hp.cancel_when else hp.otherwise
             kind = "cancel_project" if action == "cancel" else "flag_project"
-            run.effect(
-                kind,
-                f"contract:{cid}",
-                f"{kind}:contract:{cid}:v{ev.version}",
-                project_key=project.key,
-                project_id=project.id,
-                reason="approval_revoked",
-                last_status=last,
+            self.project_effect(
+                kind, project, f"v{self.ev.version}", reason="approval_revoked", last_status=last
             )
             code: Literal["project_cancelled", "project_flagged"] = (
                 "project_cancelled" if action == "cancel" else "project_flagged"
@@ -1500,58 +1533,150 @@ def on_contract_event(
                 last_status=last,
             )
             if st.team:
-                notify(st.team, "revoked")
-            new_state = "cancelled" if action == "cancel" else "flagged"
-            new = advanced.model_copy(
-                update={
-                    "phase": "revoked",
-                    "project": project.model_copy(update={"state": new_state}),
-                }
+                self.notify(st.team, "revoked")
+            after = project.model_copy(
+                update={"state": "cancelled" if action == "cancel" else "flagged"}
             )
-            return finish(code, new)
+            return self.finish(code, self.with_project(after, phase="revoked"))
+        revoked = self.advanced.model_copy(update={"phase": "revoked"})
         if st.phase == "notified" and st.team:
-            notify(st.team, "revoked")
+            self.notify(st.team, "revoked")
             run.reason(
                 "team_stood_down", f"delivery team {st.team} told to stand down", team=st.team
             )
-            return finish("stood_down", advanced.model_copy(update={"phase": "revoked"}))
+            return self.finish("stood_down", revoked)
         run.reason("nothing_to_revoke", "approval revoked before any team or project was involved")
-        return finish("recorded", advanced.model_copy(update={"phase": "revoked"}))
+        return self.finish("recorded", revoked)
 
-    # amended
-    if project is not None:
-        fields, _missing, _blocked = _map_fields(hp, ctx, run)
+    def amended(self) -> Decision[HandoffOutcome]:
+        st, run, project, version = self.st, self.run, self.project, self.ev.version
+        if project is not None:
+            fields, _missing, _blocked = _map_fields(self.hp, self.ctx, run)
+            self.project_effect("update_project", project, f"v{version}/amended", fields=fields)
+            run.reason("project_updated", f"project {project.key} updated from contract v{version}")
+            updated = project.model_copy(update={"version": version})
+            return self.finish("project_updated", self.with_project(updated))
+        if st.phase == "notified":
+            choice = self.choose_team()
+            if choice is None:
+                return self.finish("recorded", self.advanced.model_copy(update={"team": None}))
+            self.notify(choice.value, "amended")
+            run.reason(
+                "team_notified",
+                f"delivery team {choice.value} told about the amendment",
+                choice.ref,
+                team=choice.value,
+            )
+            new = self.advanced.model_copy(update={"team": choice.value})
+            return self.finish("notified", new, team=choice.value, chosen=True)
+        run.reason("recorded", f"amendment v{version} recorded (phase {st.phase})")
+        return self.finish("recorded", self.advanced)
+
+    def create(self) -> Decision[HandoffOutcome]:
+        """Map the fields, choose template, team and lead, and issue ``create_project``."""
+        hp, st, run, ctx, ev = self.hp, self.st, self.run, self.ctx, self.ev
+        fields, _missing, blocked = _map_fields(hp, ctx, run)
+        template = run.choose(hp.template_rules, hp.template_default, ctx, "template")
+        if blocked or template is None:
+            if blocked:
+                run.reason(
+                    "missing_required_field",
+                    f"required project field(s) missing: {', '.join(blocked)}",
+                    fields=blocked,
+                )
+            if template is None:
+                run.reason(
+                    "no_template_matched", "no template rule matched and there is no default"
+                )
+            return self.finish("blocked", None)
+        team = self.choose_team()
+        team_id = team.value if team is not None else None
+        lead = run.choose(hp.lead_rules, hp.lead_default, ctx, "lead")
+        if lead is None:
+            lead_id = None
+        elif lead.value == _TEAM_LEAD:
+            lead_id = (
+                hp.teams[team_id].lead if team_id is not None and team_id in hp.teams else None
+            )
+        else:
+            lead_id = lead.value
+        if lead_id is None:
+            run.reason("no_project_lead", "no project lead could be chosen; the PMO assigns one")
+        owner, stakeholders = self.stakeholders()
+        if team is not None and team.value != st.team:
+            # approval is implied when verification arrives first; a changed team is told anew
+            self.notify(team.value, "approved" if st.phase != "notified" else "verified")
+            run.reason(
+                "team_notified",
+                f"delivery team {team.value} told to prepare",
+                team.ref,
+                team=team.value,
+            )
+        pkey = f"create_project:contract:{self.cid}:v{ev.version}"
         run.effect(
-            "update_project",
-            f"contract:{cid}",
-            f"update_project:contract:{cid}:v{ev.version}/amended",
-            project_key=project.key,
-            project_id=project.id,
+            "create_project",
+            f"contract:{self.cid}",
+            pkey,
+            template=template.value,
+            template_name=hp.templates[template.value].name,
+            lead_id=lead_id,
+            team=team_id,
             fields=fields,
+            stakeholders=stakeholders,
+            contract_version=ev.version,
+            opportunity_id=self.advanced.opportunity_id,
+            customer_id=self.advanced.customer_id,
         )
-        run.reason("project_updated", f"project {project.key} updated from contract v{ev.version}")
-        return finish(
-            "project_updated",
-            advanced.model_copy(
-                update={"project": project.model_copy(update={"version": ev.version})}
-            ),
-        )
-    if st.phase == "notified":
-        choice = choose_team()
-        if choice is None:
-            return finish("recorded", advanced.model_copy(update={"team": None}))
-        notify(choice.value, "amended")
         run.reason(
-            "team_notified",
-            f"delivery team {choice.value} told about the amendment",
-            choice.ref,
-            team=choice.value,
+            "project_created",
+            f"project from template {template.value}",
+            template.ref,
+            template=template.value,
+            lead=lead_id,
         )
-        return finish(
-            "notified", advanced.model_copy(update={"team": choice.value}), team=choice.value
+        project = HandoffProject(
+            key=pkey,
+            state="live",
+            name=_text(fields.get("name")),
+            template=template.value,
+            lead_id=lead_id,
+            version=ev.version,
         )
-    run.reason("recorded", f"amendment v{ev.version} recorded (phase {st.phase})")
-    return finish("recorded", advanced)
+        new = self.with_project(
+            project,
+            phase="project",
+            team=team_id or st.team,
+            sales_owner_id=owner or st.sales_owner_id,
+            status=None,
+        )
+        return self.finish(
+            "project_created",
+            new,
+            team=team_id,
+            template=template.value,
+            lead=lead_id,
+            chosen=True,
+        )
+
+    def stakeholders(self) -> tuple[str | None, list[dict[str, str]]]:
+        """The sales owner and the de-duplicated stakeholder list (owner first)."""
+        hp, run = self.hp, self.run
+        out: list[dict[str, str]] = []
+        owner: str | None = None
+        if hp.sales_owner is not None:
+            value, gone = hp.sales_owner.resolve(self.ctx)
+            run.missing(gone, "the sales owner")
+            owner = _text(value)
+            if owner:
+                out.append({"rep_id": owner, "role": "sales_owner"})
+        if hp.collaborators is not None:
+            value, _gone = hp.collaborators.resolve(self.ctx)
+            items = value if isinstance(value, tuple) else () if value is None else (value,)
+            for item in items:
+                rep = _text(item)
+                if rep and all(s["rep_id"] != rep for s in out):
+                    out.append({"rep_id": rep, "role": "collaborator"})
+        return owner, out
 
 
 def _json(value: Any) -> Any:
@@ -1562,6 +1687,7 @@ def _json(value: Any) -> Any:
 def _map_fields(
     hp: HandoffPolicy, ctx: Mapping[str, Any], run: _Run
 ) -> tuple[dict[str, Any], list[str], list[str]]:
+    """Resolve the project mapping: ``(fields, missing names, missing required names)``."""
     fields: dict[str, Any] = {}
     missing: list[str] = []
     blocked: list[str] = []
@@ -1575,112 +1701,6 @@ def _map_fields(
             continue
         fields[name] = value
     return fields, missing, blocked
-
-
-def _create(
-    hp: HandoffPolicy,
-    run: _Run,
-    ctx: Mapping[str, Any],
-    ev: ContractEvent,
-    st: HandoffState,
-    advanced: HandoffState,
-    notify: Callable[[str, str], None],
-    choose_team: Callable[[], _Choice | None],
-    finish: Callable[..., Decision[HandoffOutcome]],
-) -> Decision[HandoffOutcome]:
-    cid = st.contract_id
-    fields, _missing, blocked = _map_fields(hp, ctx, run)
-    template = run.choose(hp.template_rules, hp.template_default, ctx, "template")
-    if blocked or template is None:
-        if blocked:
-            run.reason(
-                "missing_required_field",
-                f"required project field(s) missing: {', '.join(blocked)}",
-                fields=blocked,
-            )
-        if template is None:
-            run.reason("no_template_matched", "no template rule matched and there is no default")
-        return finish("blocked", None)
-    team = choose_team()
-    lead = run.choose(hp.lead_rules, hp.lead_default, ctx, "lead")
-    lead_id: str | None = None
-    if lead is not None and lead.value == _TEAM_LEAD:
-        lead_id = hp.teams[team.value].lead if team is not None and team.value in hp.teams else None
-    elif lead is not None:
-        lead_id = lead.value
-    if lead_id is None:
-        run.reason("no_project_lead", "no project lead could be chosen; the PMO assigns one")
-    stakeholders: list[dict[str, str]] = []
-    owner: str | None = None
-    if hp.sales_owner is not None:
-        value, gone = hp.sales_owner.resolve(ctx)
-        run.missing(gone, "the sales owner")
-        owner = _text(value)
-        if owner:
-            stakeholders.append({"rep_id": owner, "role": "sales_owner"})
-    if hp.collaborators is not None:
-        value, gone = hp.collaborators.resolve(ctx)
-        items = value if isinstance(value, tuple) else () if value is None else (value,)
-        for item in items:
-            rep = _text(item)
-            if rep and rep != owner and all(s["rep_id"] != rep for s in stakeholders):
-                stakeholders.append({"rep_id": rep, "role": "collaborator"})
-    if team is not None and team.value != st.team:
-        notify(team.value, "approved" if st.phase != "notified" else "verified")
-        run.reason(
-            "team_notified",
-            f"delivery team {team.value} told to prepare",
-            team.ref,
-            team=team.value,
-        )
-    pkey = f"create_project:contract:{cid}:v{ev.version}"
-    name = fields.get("name")
-    run.effect(
-        "create_project",
-        f"contract:{cid}",
-        pkey,
-        template=template.value,
-        template_name=hp.templates[template.value].name if template.value in hp.templates else None,
-        lead_id=lead_id,
-        team=team.value if team else None,
-        fields=fields,
-        stakeholders=stakeholders,
-        contract_version=ev.version,
-        opportunity_id=advanced.opportunity_id,
-        customer_id=advanced.customer_id,
-    )
-    run.reason(
-        "project_created",
-        f"project from template {template.value}",
-        template.ref,
-        template=template.value,
-        lead=lead_id,
-    )
-    project = HandoffProject(
-        key=pkey,
-        id=None,
-        state="live",
-        name=_text(name),
-        template=template.value,
-        lead_id=lead_id,
-        version=ev.version,
-    )
-    new = advanced.model_copy(
-        update={
-            "phase": "project",
-            "project": project,
-            "team": team.value if team else st.team,
-            "sales_owner_id": owner or st.sales_owner_id,
-            "status": None,
-        }
-    )
-    return finish(
-        "project_created",
-        new,
-        team=team.value if team else None,
-        template=template.value,
-        lead=lead_id,
-    )
 
 
 def _status_order(ev: ProjectStatusEvent, last: HandoffStatus) -> int:
