@@ -554,6 +554,9 @@ def test_cli_request_kinds(policy: Policy) -> None:
     with pytest.raises(RecordError) as exc:
         policy.decide({**req, "reason": ["x"]})
     assert exc.value.field == "reason"
+    with pytest.raises(RecordError) as exc:
+        check(policy, full("proposal"), "negotiation", request_id=7)
+    assert exc.value.field == "request_id"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -758,3 +761,40 @@ def test_criterion_failure_is_explained(policy: Policy) -> None:
     assert d.trace is not None
     assert "opportunity.customer_registered" in d.outcome.failed[0].message
     assert any(s.rule_id == "sign_contract" and s.status.value == "SKIPPED" for s in d.trace.steps)
+
+
+_JUNK = st.recursive(
+    st.one_of(
+        st.none(), st.booleans(), st.integers(-5, 5), st.text(max_size=4),
+        st.decimals(allow_nan=True, allow_infinity=True), st.floats(), st.dates(),
+        st.datetimes(), st.datetimes(timezones=st.just(UTC)),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(["kind", "status", "id",
+                                                                      "rep_id", "share"]), inner,
+                                                     max_size=3),
+    ),
+    max_leaves=6,
+)
+_KEYS = ["owner_id", "owner_manager_id", "collaborator_ids", "attachments", "checklist",
+         "approvals", "splits", "amount", "close_date", "loss_reason", "discount_pct",
+         "customer_registered", "competitor", "quote_id"]
+
+
+@given(
+    junk=st.dictionaries(st.sampled_from(_KEYS), _JUNK, max_size=5),
+    stage=st.sampled_from(["proposal", "contract", "negotiation"]),
+    to=st.sampled_from(["negotiation", "contract", "won", "lost", "needs_confirmed"]),
+    actor=st.one_of(st.just(OWNER), st.dictionaries(st.sampled_from(["id", "roles"]), _JUNK)),
+)
+def test_junk_records_give_a_decision_or_a_record_error(
+    junk: dict[str, Any], stage: str, to: str, actor: Any
+) -> None:
+    rec = {"id": "O-1", "stage": stage, **junk}
+    try:
+        d = check(_POLICY, rec, to, actor=actor, reason="r")
+    except RecordError:
+        return
+    assert isinstance(d.outcome, StageVerdict)
+    d.to_json()
+    available_transitions(_POLICY, rec, actor=actor, channel="ui", now=NOW).to_json()

@@ -1669,6 +1669,8 @@ def check_transition(
         )
     if reason is not None and not isinstance(reason, str):
         raise RecordError("request", "reason", "expected text")
+    if request_id is not None and not isinstance(request_id, str):
+        raise RecordError("request", "request_id", "expected text")
     has_reason = bool(reason and reason.strip())
     tb = TraceBuilder() if explain else None
     errors: list[RuleIssue] = []
