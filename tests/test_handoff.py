@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,12 @@ OPPORTUNITY: dict[str, Any] = {
     "owner_id": "r-east-1",
     "collaborator_ids": ["r-east-2"],
 }
-CUSTOMER: dict[str, Any] = {"id": "K-1", "name": "杭州市数据局", "industry": "government", "region": "华东"}
+CUSTOMER: dict[str, Any] = {
+    "id": "K-1",
+    "name": "杭州市数据局",
+    "industry": "government",
+    "region": "华东",
+}
 
 _POLICY_CACHE: dict[str, Policy] = {}
 
@@ -235,9 +240,9 @@ def test_base_policy_is_clean() -> None:
     [
         ("{customer.name}-{contract.number}", "{customer.nam}-{contract.number}", "SR260"),
         ("contract.region: 华东", "contract.territory: 华东", "SR260"),
-        ("{ template: \"{customer.name}-{contract.number}\" }", "{ required: true }", "SR261"),
+        ('{ template: "{customer.name}-{contract.number}" }', "{ required: true }", "SR261"),
         (
-            "{ template: \"{customer.name}-{contract.number}\" }",
+            '{ template: "{customer.name}-{contract.number}" }',
             "{ field: customer.name, value: x }",
             "SR261",
         ),
@@ -251,9 +256,17 @@ def test_base_policy_is_clean() -> None:
         ("team: t-east }]", "team: t-west }]", "SR265"),
         ("default: t-east", "default: t-eats", "SR265"),
         ("template: { default: tpl-a }", "template: { default: tpl-b }", "SR266"),
-        ("template: { default: tpl-a }", "template: { default: tpl-a }\n  project_lead: { default: p-9 }", "SR267"),
+        (
+            "template: { default: tpl-a }",
+            "template: { default: tpl-a }\n  project_lead: { default: p-9 }",
+            "SR267",
+        ),
         ("- { status: done,", "- { status: planning,", "SR268"),
-        ("delivery_team:", "verification: { create_project: [x], no_project: [x] }\n  delivery_team:", "SR268"),
+        (
+            "delivery_team:",
+            "verification: { create_project: [x], no_project: [x] }\n  delivery_team:",
+            "SR268",
+        ),
         (
             "set: { opportunity.delivery_status: done } }",
             "set: { opportunity.delivery_status: done }, tasks: [{ id: t, to: boss, title: hi }] }",
@@ -265,11 +278,32 @@ def test_base_policy_is_clean() -> None:
             "SR130",
         ),
         ("{ contract.region: 华东 }", "{ contract.region: { equals: 华东 } }", "SR120"),
-        ("teams: [{ id: t-east, lead: p-1, members: [p-2] }]",
-         "teams: [{ id: t-east, lead: p-1 }, { id: t-east }]", "SR200"),
-        ("revocation: { no_status: cancel, otherwise: flag }", "revocation: { otherwise: flag }", "SR105"),
-        ("revocation: { no_status: cancel, otherwise: flag }",
-         "revocation: { no_status: cancel, otherwise: delete }", "SR106"),
+        (
+            "project_fields: [name]",
+            "project_fields: [name, x]\n  stakeholders: { sales_owner: { field: lead.owner } }",
+            "SR260",
+        ),
+        ("revocation:", 'messages: { approved: "{contract.region" }\n  revocation:', "SR262"),
+        (
+            "status_map:",
+            "milestones: [{ milestone: m, set: {} }, { milestone: m, set: {} }]\n  status_map:",
+            "SR268",
+        ),
+        (
+            "teams: [{ id: t-east, lead: p-1, members: [p-2] }]",
+            "teams: [{ id: t-east, lead: p-1 }, { id: t-east }]",
+            "SR200",
+        ),
+        (
+            "revocation: { no_status: cancel, otherwise: flag }",
+            "revocation: { otherwise: flag }",
+            "SR105",
+        ),
+        (
+            "revocation: { no_status: cancel, otherwise: flag }",
+            "revocation: { no_status: cancel, otherwise: delete }",
+            "SR106",
+        ),
     ],
 )
 def test_compile_errors(old: str, new: str, code: str) -> None:
@@ -281,16 +315,24 @@ def test_compile_errors(old: str, new: str, code: str) -> None:
     ("old", "new", "code"),
     [
         ("statuses: [planning, done]", "statuses: [planning, done, on_hold]", "SR350"),
-        ("teams: [{ id: t-east, lead: p-1, members: [p-2] }]",
-         "teams: [{ id: t-east, lead: p-1, members: [p-2] }, { id: t-idle }]", "SR351"),
+        (
+            "teams: [{ id: t-east, lead: p-1, members: [p-2] }]",
+            "teams: [{ id: t-east, lead: p-1, members: [p-2] }, { id: t-idle }]",
+            "SR351",
+        ),
         ("templates: [{ id: tpl-a }]", "templates: [{ id: tpl-a }, { id: tpl-z }]", "SR352"),
-        ("rules: [{ id: east, when: { contract.region: 华东 }, team: t-east }]",
-         "rules: [{ id: all, team: t-east }, { id: east, when: { contract.region: 华东 }, team: t-east }]",
-         "SR353"),
+        (
+            "rules: [{ id: east, when: { contract.region: 华东 }, team: t-east }]",
+            "rules: [{ id: all, team: t-east }, { id: east, when: { contract.region: 华东 }, team: t-east }]",
+            "SR353",
+        ),
         ("    default: t-east\n", "", "SR354"),
         ("project_fields: [name]", "project_fields: [name, budget]", "SR355"),
-        ("crm_fields: { opportunity.delivery_status: { default: none } }",
-         "crm_fields: { opportunity.delivery_status: { default: none }, opportunity.x: {} }", "SR356"),
+        (
+            "crm_fields: { opportunity.delivery_status: { default: none } }",
+            "crm_fields: { opportunity.delivery_status: { default: none }, opportunity.x: {} }",
+            "SR356",
+        ),
     ],
 )
 def test_compile_warnings(old: str, new: str, code: str) -> None:
@@ -306,9 +348,10 @@ def test_issue_location_points_at_the_reference() -> None:
         load_policy_string(text, "h.yaml")
     issue = next(i for i in info.value.issues if i.code == "SR265")
     assert issue.location is not None
-    assert issue.location.line == text.splitlines().index(
-        next(line for line in text.splitlines() if "t-west" in line)
-    ) + 1
+    assert (
+        issue.location.line
+        == text.splitlines().index(next(line for line in text.splitlines() if "t-west" in line)) + 1
+    )
     assert issue.rule_id == "east"
 
 
@@ -327,6 +370,9 @@ def test_codes_documented() -> None:
 def test_template_rendering() -> None:
     ctx = {"customer": {"name": "甲方", "n": 3, "flag": True}, "contract": {"number": "N-1"}}
     assert render_template("{customer.name}-{contract.number}", ctx) == ("甲方-N-1", ())
+    dated = {"contract": {"start": date(2026, 4, 1), "tags": ["a"]}}
+    assert render_template("from {contract.start}", dated) == ("from 2026-04-01", ())
+    assert render_template("{contract.tags}", dated) == (None, ("contract.tags",))
     assert render_template("{{literal}} {customer.n} {customer.flag}", ctx) == (
         "{literal} 3 true",
         (),
@@ -372,11 +418,26 @@ def _approve(**over: Any) -> Decision[HandoffOutcome]:
     ("over", "record", "field"),
     [
         ({"now": datetime(2026, 3, 2, 10)}, "now", "now"),
-        ({"event": _event({"id": "E1", "type": "approve", "version": 1})}, "contract_event 'E1'", "type"),
-        ({"event": _event({"id": "E1", "type": "approved", "version": -1})}, "contract_event 'E1'", "version"),
         (
-            {"event": {"id": "E1", "type": "approved", "version": 1, "contract_id": "C-1",
-                       "at": "2026-03-02T10:00:00"}},
+            {"event": _event({"id": "E1", "type": "approve", "version": 1})},
+            "contract_event 'E1'",
+            "type",
+        ),
+        (
+            {"event": _event({"id": "E1", "type": "approved", "version": -1})},
+            "contract_event 'E1'",
+            "version",
+        ),
+        (
+            {
+                "event": {
+                    "id": "E1",
+                    "type": "approved",
+                    "version": 1,
+                    "contract_id": "C-1",
+                    "at": "2026-03-02T10:00:00",
+                }
+            },
             "contract_event 'E1'",
             "at",
         ),
@@ -449,7 +510,9 @@ def test_cli_kinds_round_trip() -> None:
     request = {
         "kind": "contract_event",
         "now": NOW.isoformat(),
-        "event": _event({"id": "E2", "type": "verified", "version": 1, "verification": "normal_project"}),
+        "event": _event(
+            {"id": "E2", "type": "verified", "version": 1, "verification": "normal_project"}
+        ),
         "contract": CONTRACT,
         "opportunity": OPPORTUNITY,
         "customer": CUSTOMER,
@@ -515,12 +578,19 @@ class Host:
         self.state = decision.state
         created = [e for e in decision.effects if e.kind == "create_project"]
         if created:
-            self.state = with_project_id(self.state, self.projects[created[0].idempotency_key]["id"])
+            self.state = with_project_id(
+                self.state, self.projects[created[0].idempotency_key]["id"]
+            )
 
     def contract(self, event: Mapping[str, Any]) -> Decision[Any]:
         d = on_contract_event(
-            self.policy, event, contract=CONTRACT, opportunity=OPPORTUNITY, customer=CUSTOMER,
-            state=self.state, now=NOW,
+            self.policy,
+            event,
+            contract=CONTRACT,
+            opportunity=OPPORTUNITY,
+            customer=CUSTOMER,
+            state=self.state,
+            now=NOW,
         )
         self.apply(d)
         return d
@@ -544,8 +614,15 @@ CONTRACT_EVENTS = st.lists(
     max_size=8,
     unique_by=lambda t: (t[0], t[1]),
 )
-STATUSES = ["not_started", "planning", "in_progress", "on_hold", "accepted", "completed",
-            "cancelled"]
+STATUSES = [
+    "not_started",
+    "planning",
+    "in_progress",
+    "on_hold",
+    "accepted",
+    "completed",
+    "cancelled",
+]
 
 
 @given(CONTRACT_EVENTS, st.data())
@@ -595,8 +672,9 @@ STATUS_EVENTS = st.lists(
 
 def _started_host() -> Host:
     host = Host(example_policy())
-    host.contract(_event({"id": "E1", "type": "verified", "version": 1,
-                          "verification": "normal_project"}))
+    host.contract(
+        _event({"id": "E1", "type": "verified", "version": 1, "verification": "normal_project"})
+    )
     return host
 
 
@@ -637,7 +715,68 @@ def test_crm_equals_newest_status_applied_once(
 def test_webhook_redelivery_creates_exactly_one_project(order: list[str]) -> None:
     host = Host(example_policy())
     for kind in order:
-        host.contract(_event({"id": f"E-{kind}", "type": kind, "version": 1,
-                              "verification": "normal_project"}))
+        host.contract(
+            _event(
+                {"id": f"E-{kind}", "type": kind, "version": 1, "verification": "normal_project"}
+            )
+        )
     assert len(host.projects) == 1
     assert host.live() == ["create_project:contract:C-1:v1"]
+
+
+def test_explain_reports_unknown_rules_and_status_steps() -> None:
+    decision = _approve(contract={**CONTRACT, "region": None}, explain=True)
+    assert decision.outcome.team == "delivery-pmo"
+    assert decision.trace is not None
+    statuses = [step.status.value for step in decision.trace.steps]
+    assert statuses.count("ERRORED") == 4
+    assert [e.code for e in decision.errors] == ["missing_field"] * 4
+    # explain on or off: the same decision apart from the trace
+    plain = _approve(contract={**CONTRACT, "region": None})
+    assert plain.errors == decision.errors
+    assert plain.effects == decision.effects
+    created = on_contract_event(
+        example_policy().section("handoff"),  # the compiled section works too
+        _event({"id": "E2", "type": "verified", "version": 1, "verification": "normal_project"}),
+        contract=CONTRACT,
+        opportunity=OPPORTUNITY,
+        customer=CUSTOMER,
+        state=None,
+        now=NOW,
+    )
+    assert "template tpl-gov-platform" in str(created)
+    assert created.policy_digest == ""
+    status = on_project_status(
+        example_policy(),
+        _event({"id": "S1", "status": "completed", "version": 1}),
+        state=created.state,
+        now=NOW,
+        explain=True,
+    )
+    assert status.trace is not None
+    assert any(step.rule_id == "completed" for step in status.trace.steps)
+    assert "applied (5 updates, 1 tasks)" in str(status)
+
+
+def test_crm_record_without_id_is_reported_not_written() -> None:
+    contract = {k: v for k, v in CONTRACT.items() if k != "opportunity_id"}
+    created = on_contract_event(
+        example_policy(),
+        _event({"id": "E2", "type": "verified", "version": 1, "verification": "normal_project"}),
+        contract=contract,
+        opportunity=None,
+        customer=CUSTOMER,
+        state=None,
+        now=NOW,
+    )
+    assert created.outcome.action == "project_created"
+    assert created.state["opportunity_id"] is None
+    status = on_project_status(
+        example_policy(),
+        _event({"id": "S1", "status": "planning", "version": 1}),
+        state=created.state,
+        now=NOW,
+    )
+    assert status.outcome.applied
+    assert status.effects == ()
+    assert {e.field for e in status.errors} == {"opportunity.id"}
