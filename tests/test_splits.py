@@ -657,3 +657,13 @@ def test_cli_kinds_validate_the_request(policy: Policy) -> None:
     text = json.dumps(base | {"kind": "split", "deal": REC | {"stage": "won"}}, ensure_ascii=False)
     d = policy.decide(text)
     assert isinstance(d.outcome, SplitOutcome) and d.outcome.credited
+
+
+def test_deal_split_accepts_the_stage_gates_field_name(policy: Policy) -> None:
+    deal = REC | {"stage": "won", "splits": [{"rep_id": "r-east-1", "share": "60"},
+                                              {"rep_id": "r-east-2", "share": "40"}]}  # fmt: skip
+    d = split(policy, deal, now=NOW)
+    assert [(t.rep_id, str(t.amount)) for t in d.outcome.totals] == [
+        ("r-east-1", "180000.00"),
+        ("r-east-2", "120000.00"),
+    ]

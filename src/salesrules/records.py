@@ -383,6 +383,9 @@ class StageActor(Record):
 
 # ---- splits records ------------------------------------------------------------------------
 
+from pydantic import AliasChoices as _SplitsAliases  # noqa: E402 - kept inside the splits block
+from pydantic import Field as _SplitsField  # noqa: E402
+
 
 class SplitLine(BaseModel):
     """One member of a split: a rep, a share in percent (``Decimal``) and a team role."""
@@ -408,8 +411,9 @@ class DealLine(BaseModel):
 class SplitDeal(Record):
     """The record a collaboration request or a split is about (an opportunity, usually).
 
-    ``split`` is its current revenue split (empty: the owner holds 100 %); ``overlay`` its
-    overlay split; ``amount``/``currency`` or ``lines`` its value.
+    ``split`` is its current revenue split (empty: the owner holds 100 %; ``splits`` is
+    accepted too, the name the stage gates read); ``overlay`` its overlay split;
+    ``amount``/``currency`` or ``lines`` its value.
     """
 
     owner_id: str | None = None
@@ -418,7 +422,9 @@ class SplitDeal(Record):
     amount: Money | None = None
     currency: str | None = None
     lines: tuple[DealLine, ...] = ()
-    split: tuple[SplitLine, ...] = ()
+    split: tuple[SplitLine, ...] = _SplitsField(
+        default=(), validation_alias=_SplitsAliases("split", "splits")
+    )
     overlay: tuple[SplitLine, ...] = ()
 
 
