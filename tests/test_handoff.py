@@ -780,3 +780,13 @@ def test_crm_record_without_id_is_reported_not_written() -> None:
     assert status.outcome.applied
     assert status.effects == ()
     assert {e.field for e in status.errors} == {"opportunity.id"}
+
+
+def test_dump_round_trip_keeps_literal_null() -> None:
+    text = RULES.read_text("utf-8").replace(
+        "opportunity.delivery_status: cancelled",
+        "opportunity.delivery_status: cancelled, opportunity.delivered: null",
+    )
+    for policy in (example_policy(), load_policy_string(text)):
+        again = load_policy_string(yaml.safe_dump(policy.dump(), allow_unicode=True))
+        assert again == policy

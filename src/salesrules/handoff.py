@@ -36,7 +36,7 @@ from datetime import date, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 from pydantic_core import PydanticCustomError
 
 from salesrules import _serde
@@ -78,8 +78,10 @@ __all__ = [
     "HandoffPolicy",
     "HandoffSection",
     "StatusOutcome",
+    "TemplateSyntaxError",
     "on_contract_event",
     "on_project_status",
+    "parse_template",
     "render_template",
     "with_project_id",
 ]
@@ -209,6 +211,14 @@ class FieldSpec(SectionModel):
     value: Scalar = None
     collect: tuple[str, ...] | None = None
     required: bool = False
+
+    @model_serializer(mode="wrap")
+    def _keep_null_value(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # `value: null` (clear a field) must survive `exclude_none` dumps (Policy.dump)
+        data = handler(self)
+        if isinstance(data, dict) and "value" in self.model_fields_set and "value" not in data:
+            data["value"] = None
+        return data
 
     @model_validator(mode="after")
     def _exactly_one(self) -> FieldSpec:
