@@ -133,7 +133,7 @@ REASONS: Mapping[str, str] = MappingProxyType(
         "status_applied": "the project status was mapped to CRM updates",
         "unknown_status": "the status is not declared in the policy; reported, not guessed",
         "unknown_project": "no project was requested for this contract",
-        "project_mismatch": "the status is about another project than the contract's current one",
+        "project_mismatch": "the status is about another (or a cancelled) project than the current one",
         "unknown_milestone": "a reported milestone has no mapping (ignored)",
         "no_task_recipient": "a task's recipient (the sales owner) is unknown",
     }
@@ -1547,7 +1547,10 @@ class _ContractDecision:
             after = project.model_copy(
                 update={"state": "cancelled" if action == "cancel" else "flagged"}
             )
-            return self.finish(code, self.with_project(after, phase="revoked"))
+            update: dict[str, Any] = {"phase": "revoked"}
+            if action == "cancel" and project.id is not None:
+                update["cancelled_project_ids"] = (*st.cancelled_project_ids, project.id)
+            return self.finish(code, self.with_project(after, **update))
         revoked = self.advanced.model_copy(update={"phase": "revoked"})
         if st.phase == "notified" and st.team:
             self.notify(st.team, "revoked")
@@ -1805,7 +1808,10 @@ def on_project_status(
             "project_cancelled", f"project {project.key} was cancelled; its status is not applied"
         )
         return finish("ignored", None)
-    if ev.project_id is not None and project.id is not None and ev.project_id != project.id:
+    if ev.project_id is not None and (
+        ev.project_id in prev.cancelled_project_ids
+        or (project.id is not None and ev.project_id != project.id)
+    ):
         run.reason(
             "project_mismatch",
             f"status of project {ev.project_id}, the contract's project is {project.id}",

@@ -600,3 +600,5 @@ class HandoffState(BaseModel):
     sales_owner_id: str | None = None
     project: HandoffProject | None = None
     status: HandoffStatus | None = None
+    #: ids of this contract's cancelled projects (their late status events are ignored)
+    cancelled_project_ids: tuple[str, ...] = ()
