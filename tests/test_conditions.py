@@ -439,3 +439,14 @@ def test_table_is_shareable_between_threads() -> None:
     for th in threads:
         th.join()
     assert all(g == want for g in got)
+
+
+def test_problems_flag_keys_for_location() -> None:
+    with pytest.raises(ConditionError) as info:
+        cond({"leed.a": 1, "lead.b": {"gte": 1}, "lead.c": {"eq": {"ref": "x.y"}}})
+    flags = {(p.path, p.code): p.at_key for p in info.value.problems}
+    assert flags == {
+        (("leed.a",), "SR123"): True,
+        (("lead.b", "gte"), "SR120"): True,
+        (("lead.c", "eq", "ref"), "SR123"): False,
+    }

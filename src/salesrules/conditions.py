@@ -216,6 +216,7 @@ class ConditionProblem:
     code: str
     message: str
     hint: str | None = None
+    at_key: bool = False  # the problem is the mapping key at ``path`` itself, not its value
 
 
 class ConditionError(SalesRulesError, ValueError):
@@ -816,8 +817,10 @@ class _Compiler:
         self.roots = roots
         self.problems: list[ConditionProblem] = []
 
-    def err(self, path: _SPath, code: str, message: str, hint: str | None = None) -> None:
-        self.problems.append(ConditionProblem(path, code, message, hint))
+    def err(
+        self, path: _SPath, code: str, message: str, hint: str | None = None, *, key: bool = False
+    ) -> None:
+        self.problems.append(ConditionProblem(path, code, message, hint, key))
 
     # --- paths -------------------------------------------------------------------------------
     def field_path(self, text: Any, path: _SPath) -> tuple[str, ...] | None:
@@ -826,7 +829,13 @@ class _Compiler:
             return None
         parts = tuple(text.split("."))
         if any(not p or p != p.strip() for p in parts):
-            self.err(path, "SR120", f"malformed field path {text!r}", "write root.key[.key...]")
+            self.err(
+                path,
+                "SR120",
+                f"malformed field path {text!r}",
+                "write root.key[.key...]",
+                key=bool(path) and path[-1] == text,
+            )
             return None
         root = parts[0]
         if root not in self.roots:
@@ -840,7 +849,13 @@ class _Compiler:
                     hint = f"did you mean '{'.'.join((close[0], *parts[1:]))}'?"
                 else:
                     hint = f"known roots: {', '.join(roots)}"
-            self.err(path, "SR123", f"unknown root {root!r} in field path {text!r}", hint)
+            self.err(
+                path,
+                "SR123",
+                f"unknown root {root!r} in field path {text!r}",
+                hint,
+                key=bool(path) and path[-1] == text,
+            )
             return None
         if len(parts) < 2:
             self.err(
@@ -988,7 +1003,9 @@ class _Compiler:
             return name
         sug = _suggest_op(str(name), OPERATORS)
         hint = f"use '{sug}'" if sug else f"operators: {', '.join(OPERATORS)}"
-        self.err(path, "SR120", f"unknown operator {name!r}", hint)
+        self.err(
+            path, "SR120", f"unknown operator {name!r}", hint, key=bool(path) and path[-1] == name
+        )
         return None
 
     def node(self, spec: Any, path: _SPath) -> _Tree | None:
@@ -1024,7 +1041,7 @@ class _Compiler:
                     "write {field: lead.x, op: eq, value: 1}",
                 )
             elif "." not in key and (sug := _suggest_op(key, (*_COMBINATORS, *OPERATORS))):
-                self.err(at, "SR120", f"unknown condition key {key!r}", f"use '{sug}'")
+                self.err(at, "SR120", f"unknown condition key {key!r}", f"use '{sug}'", key=True)
             else:
                 kids2.extend(self.shorthand(key, val, at))
         if len(kids2) == 1 and len(spec) == 1:
@@ -1060,6 +1077,7 @@ class _Compiler:
                     "SR120",
                     f"unknown key {k!r} in an explicit condition",
                     f"use '{sug[0]}'" if sug else "keys: field, op, value | ref",
+                    key=True,
                 )
                 bad = True
         if "op" not in spec:
