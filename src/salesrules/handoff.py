@@ -1809,8 +1809,9 @@ def on_project_status(
         )
         return finish("ignored", None)
     if ev.project_id is not None and (
-        ev.project_id in prev.cancelled_project_ids
-        or (project.id is not None and ev.project_id != project.id)
+        ev.project_id != project.id
+        if project.id is not None
+        else ev.project_id in prev.cancelled_project_ids
     ):
         run.reason(
             "project_mismatch",
