@@ -362,9 +362,10 @@ _UNIT_LIMIT = 10**22
 def _allocate_fast(amount: Any, shares: Any, exp: int) -> dict[str, Decimal] | None:
     """:func:`allocate` for well-formed input (a Decimal amount, a dict of Decimal/int shares).
 
-    Integer arithmetic on minor units, with the per-member loops in comprehensions and
-    ``map`` (this is the hot path of crediting). Returns ``None`` whenever anything is
-    unusual, so that the careful path reports it.
+    Integer arithmetic on minor units (this is the hot path of crediting). Returns ``None``
+    whenever anything is unusual, so that the careful path reports it. Exactness: a product
+    ``amount × 10^exp`` that Decimal had to round has at least 28 integer digits, so the
+    ``_UNIT_LIMIT`` check sends it to the careful path, which refuses it.
     """
     if type(amount) is not Decimal or type(shares) is not dict or not shares:
         return None
@@ -376,27 +377,35 @@ def _allocate_fast(amount: Any, shares: Any, exp: int) -> dict[str, Decimal] | N
     try:
         scaled = amount * _SCALE[exp]
         total = int(scaled)
-        ratios = [v.as_integer_ratio() for v in values]
+        if total != scaled or not -_UNIT_LIMIT < total < _UNIT_LIMIT:
+            return None
+        # one plain loop: for 1-6 members it beats a chain of comprehensions
+        ratios: list[tuple[int, int]] = []
+        den = 1
+        for v in values:
+            ratio = v.as_integer_ratio()
+            if ratio[0] < 0:
+                return None
+            if ratio[1] != 1:
+                den = math.lcm(den, ratio[1])
+            ratios.append(ratio)
     except (ValueError, OverflowError):  # NaN, infinity
         return None
-    if total != scaled or not -_UNIT_LIMIT < total < _UNIT_LIMIT:
+    nums = [n for n, _ in ratios] if den == 1 else [n * (den // d) for n, d in ratios]
+    wsum = sum(nums)
+    if wsum <= 0:
         return None
     unit = _QUANT[exp]
-    if max([d for _, d in ratios]) == 1:
-        nums = [n for n, _ in ratios]
-    else:
-        den = math.lcm(*[d for _, d in ratios])
-        nums = [n * (den // d) for n, d in ratios]
-    wsum = sum(nums)
-    if wsum <= 0 or min(nums) < 0:
-        return None
     ids = list(shares)
     t = -total if total < 0 else total
-    products = [t * w for w in nums]
-    parts = [x // wsum for x in products]
+    parts: list[int] = []
+    rems: list[int] = []
+    for w in nums:
+        q, r = divmod(t * w, wsum)
+        parts.append(q)
+        rems.append(r)
     left = t - sum(parts)
     if left == 1:  # the common case: one leftover unit
-        rems = [x % wsum for x in products]
         top = max(rems)
         if rems.count(top) == 1:
             parts[rems.index(top)] += 1
@@ -404,7 +413,7 @@ def _allocate_fast(amount: Any, shares: Any, exp: int) -> dict[str, Decimal] | N
             parts[ids.index(min([r for r, x in zip(ids, rems, strict=True) if x == top]))] += 1
     elif left:
         # largest remainder first; equal remainders by rep id (never by position)
-        ranked = sorted(zip([-(x % wsum) for x in products], ids, range(len(ids)), strict=True))
+        ranked = sorted(zip([-x for x in rems], ids, range(len(ids)), strict=True))
         for _, _, i in ranked[:left]:
             parts[i] += 1
     if total < 0:
