@@ -68,13 +68,14 @@ class FakePolicy:
                     ),
                     policy_digest=self.digest,
                 )
+        counts = req.get("counts") or {}
         reps = sorted(
             (
                 r
-                for r in req.get("reps", ())
+                for r in req.get("roster", ())
                 if r.get("region") == lead.get("region")
                 and "sales_rep" in r.get("roles", ())
-                and r.get("open_leads", 0) < self.cap
+                and getattr(counts.get(r["id"]), "holdings", 0) < self.cap
             ),
             key=lambda r: r["id"],
         )
@@ -115,8 +116,8 @@ class FakePolicy:
         )
 
     def _check(self, req: Mapping[str, Any], now: datetime) -> Decision[Any]:
-        rtype = req["record_type"]
-        rec = req[rtype]
+        rec = req["record"]
+        rtype = rec["type"]
         key = f"{rtype}:{rec['id']}"
         if rtype != "lead":
             return Decision(
@@ -155,8 +156,8 @@ class FakePolicy:
 
     def _claim(self, req: Mapping[str, Any], now: datetime) -> Decision[Any]:
         rep = req["rep"]
-        key = f"lead:{req['lead']['id']}"
-        if req.get("open_leads", 0) >= self.cap:
+        key = f"lead:{req['records'][0]['id']}"
+        if getattr(req.get("counts"), "holdings", 0) >= self.cap:
             return Decision(
                 "claim", Outcome(False), (Reason("claim_cap", "cap"),), policy_digest=self.digest
             )
@@ -177,7 +178,9 @@ class FakePolicy:
 
     def _transition(self, req: Mapping[str, Any], now: datetime) -> Decision[Any]:
         opp = req["opportunity"]
-        need = {"proposal": "proposal_sent", "needs_confirmed": "needs_survey"}.get(req["to"])
+        need = {"proposal": "solution_scope", "needs_confirmed": "decision_maker"}.get(
+            req["to_stage"]
+        )
         if need and not opp.get(need):
             return Decision(
                 "transition",

@@ -273,6 +273,10 @@ class ReferenceHost:
         self._seq += 1
         heapq.heappush(self._schedule, (at, self._seq, key))
 
+    def scheduled_at(self, key: str) -> datetime | None:
+        """When the pending check of ``key`` is due (``None`` when none is pending)."""
+        return self._scheduled.get(key)
+
     def is_scheduled(self, key: str) -> bool:
         """Whether a check of ``key`` is pending."""
         return key in self._scheduled

@@ -247,6 +247,12 @@ class _Replay:
         self.host = host
         self.kinds = host.kinds
         self.policy = host.policy
+        from salesrules.policy import Policy
+
+        # A compiled Policy is called through the domain functions (a validated roster is
+        # reused); anything else with ``decide(request)`` gets the same requests as JSON-style
+        # mappings, as the CLI would send them.
+        self.direct = isinstance(host.policy, Policy)
         self.company_index: dict[str, str] = {}  # normalized company name -> customer key
         self.transitions: dict[str, tuple[bool, tuple[str, ...]]] = {}
         self.events = 0
@@ -388,13 +394,26 @@ class _Replay:
         self.run(
             ev,
             key,
-            lambda: check(
-                self.policy,
-                record,
-                now=at,
-                activities=acts,
-                stage_history=history,
-                customer=customer,
+            lambda: (
+                check(
+                    self.policy,
+                    record,
+                    now=at,
+                    activities=acts,
+                    stage_history=history,
+                    customer=customer,
+                )
+                if self.direct
+                else self.policy.decide(
+                    {
+                        "kind": "check",
+                        "now": at,
+                        "record": record,
+                        "activities": list(acts),
+                        "stage_history": list(history),
+                        "customer": customer,
+                    }
+                )
             ),
         )
 
@@ -434,30 +453,49 @@ class _Replay:
             owner = host.rep_owner(ckey) if ckey else None
             if ckey is not None and owner is not None:
                 c = host.records[ckey]
+                # protected while a rep owns it: until the check that may release it
+                until = host.scheduled_at(ckey) or ev.at + _PROTECTION_HORIZON
                 customers.append(
                     {
                         "id": c["id"],
                         "name": c.get("name") or "",
                         "owner_id": owner,
                         "credit_code": c.get("credit_code"),
+                        "protected_until": max(until, ev.at + timedelta(seconds=1)),
                     }
                 )
-            roster = self._roster()
+            roster = self._roster() if self.direct else list(host.reps.values())
             counts = self._counts_for(ev.at)
             state = host.get_state("assign")
             creator = lead.get("creator_id")
+            creator = creator if creator in host.reps else None
             d = self.run(
                 ev,
                 key,
-                lambda: assign(
-                    self.policy,
-                    _public(lead),
-                    now=ev.at,
-                    roster=roster,
-                    creator=creator if creator in host.reps else None,
-                    state=state,
-                    counts=counts,
-                    customers=customers,
+                lambda: (
+                    assign(
+                        self.policy,
+                        _public(lead),
+                        now=ev.at,
+                        roster=roster,
+                        creator=creator,
+                        state=state,
+                        counts=counts,
+                        customers=customers,
+                    )
+                    if self.direct
+                    else self.policy.decide(
+                        {
+                            "kind": "assign",
+                            "now": ev.at,
+                            "lead": _public(lead),
+                            "roster": roster,
+                            "creator": creator,
+                            "state": state,
+                            "counts": counts,
+                            "customers": customers,
+                        }
+                    )
                 ),
             )
             if d is not None and d.state:
@@ -531,7 +569,20 @@ class _Replay:
         d = self.run(
             ev,
             key,
-            lambda: claim(self.policy, rep, [record], pool=own[1], now=ev.at, counts=counts),
+            lambda: (
+                claim(self.policy, rep, [record], pool=own[1], now=ev.at, counts=counts)
+                if self.direct
+                else self.policy.decide(
+                    {
+                        "kind": "claim",
+                        "now": ev.at,
+                        "rep": rep,
+                        "records": [record],
+                        "pool": own[1],
+                        "counts": counts,
+                    }
+                )
+            ),
         )
         if d is not None and not getattr(d.outcome, "allowed", False):
             host.claim_refusals[ev.id] = tuple(r.code for r in d.reasons)
@@ -843,6 +894,9 @@ class _Replay:
 
 _EMPTY: Mapping[str, Any] = {}
 
+#: A customer with no pending check stays protected this long (the host re-asks at each lead).
+_PROTECTION_HORIZON = timedelta(days=365)
+
 #: How far back the host keeps assignment and claim times (covers day/week/month caps).
 _COUNT_HORIZON = timedelta(days=32)
 
@@ -949,6 +1003,7 @@ def simulate(
     until: datetime | None = None,
     progress: bool | None = False,
     label: str = "replay",
+    audit: bool = False,
 ) -> SimulationResult:
     """Replay a history through a policy with the in-memory reference host.
 
@@ -964,6 +1019,9 @@ def simulate(
             event's time).
         progress: show a progress bar on stderr (``None``: only when stderr is a terminal).
         label: the progress bar's label.
+        audit: check the host's bookkeeping after every event (every record held by exactly
+            one owner, counts equal to holdings); problems land in
+            ``totals["invariant_problems"]`` with the event that revealed them. Slow: for tests.
 
     Returns:
         The decision log and the metrics.
@@ -982,6 +1040,7 @@ def simulate(
     host = ReferenceHost(policy, reps, keep_log=keep_log, period=period)
     replay = _Replay(host)
     bar = _Progress(len(events), label, progress)
+    audit_problems: list[str] = []
     started = time.perf_counter()
     try:
         for i, ev in enumerate(events):
@@ -989,6 +1048,8 @@ def simulate(
             replay.dispatch(ev)
             if sweep == "ticks" and ev.type == "clock_tick":
                 _run_due(replay, ev.at, inclusive=True)
+            if audit and not audit_problems:
+                audit_problems.extend(f"after {ev.id}: {p}" for p in host.check_invariants())
             if i % 512 == 0:
                 bar.update(i)
         end = until or (events[-1].at if events else None)
@@ -998,7 +1059,9 @@ def simulate(
     finally:
         bar.close()
     elapsed = time.perf_counter() - started
-    return SimulationResult._build(policy, host, replay, events, elapsed)
+    result = SimulationResult._build(policy, host, replay, events, elapsed)
+    result.totals["invariant_problems"] = audit_problems + result.totals["invariant_problems"]
+    return result
 
 
 def _as_events(history: str | Path | Iterable[Event | Mapping[str, Any]]) -> list[Event]:
