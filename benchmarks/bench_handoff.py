@@ -67,7 +67,7 @@ def workload(n: int, seed: int = 7) -> list[dict[str, Any]]:
                 "customer": {
                     "id": f"K-{i}",
                     "name": f"客户{i}",
-                    "industry": rng.choice(["finance", "government", "energy"]),
+                    "industry": rng.choice(["金融", "政府", "能源"]),
                     "region": region,
                 },
             }
@@ -129,7 +129,7 @@ def baseline_contract(rec: dict[str, Any]) -> tuple[str, str, str]:
     template = _TEMPLATES.get(c["product_line"], "tpl-custom")
     if amount >= 10_000_000:
         lead = "d-pmo-senior"
-    elif cust["industry"] == "energy" and c["product_line"] == "core_banking":
+    elif cust["industry"] == "能源" and c["product_line"] == "core_banking":
         lead = "d-finance-architect"
     else:
         lead = _TEAM_LEADS[team]

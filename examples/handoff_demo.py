@@ -80,7 +80,7 @@ def main() -> None:
     customer = {
         "id": "K-77",
         "name": "杭州市数据资源管理局",
-        "industry": "government",
+        "industry": "政府",
         "region": "华东",
     }
     state: Mapping[str, Any] = {}

@@ -59,7 +59,7 @@ OPPORTUNITY: dict[str, Any] = {
 CUSTOMER: dict[str, Any] = {
     "id": "K-1",
     "name": "杭州市数据局",
-    "industry": "government",
+    "industry": "政府",
     "region": "华东",
 }
 
