@@ -56,7 +56,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
@@ -68,8 +68,9 @@ from salesrules.decision import (
     Reason,
     RuleIssue,
     RuleRef,
-    TraceBuilder,
+    Trace,
     TraceStatus,
+    TraceStep,
 )
 from salesrules.errors import RecordError
 from salesrules.records import (
@@ -124,6 +125,130 @@ ASSIGNMENT_CODES: Mapping[str, str] = MappingProxyType(
 )
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def _fast(cls: Any, names: tuple[str, ...]) -> Any:
+    """A constructor for the frozen slotted ``cls`` that skips ``__init__`` and freezing.
+
+    Why: a decision freezes every mapping it receives (a JSON walk per Reason, Effect,
+    Assumption), and a frozen dataclass sets each field through ``object.__setattr__``; on the
+    batch path that cost more than the routing itself. The values passed here are already
+    frozen (``MappingProxyType`` of JSON scalars, tuples), exactly what ``__post_init__`` would
+    produce, so the objects equal regularly built ones (a test checks this). The slot
+    descriptors are called directly. If the class's fields ever differ from ``names``, the
+    regular constructor is used.
+    """
+    import dataclasses
+
+    if tuple(f.name for f in dataclasses.fields(cls)) != names or not all(
+        hasattr(cls.__dict__.get(n), "__set__") for n in names
+    ):
+        return lambda *values: cls(*values)
+    new = object.__new__
+    setters = tuple(cls.__dict__[n].__set__ for n in names)
+    if len(names) == 3:
+        s0, s1, s2 = setters
+
+        def make3(a: Any, b: Any, c: Any) -> Any:
+            obj = new(cls)
+            s0(obj, a)
+            s1(obj, b)
+            s2(obj, c)
+            return obj
+
+        return make3
+    if len(names) == 4:
+        t0, t1, t2, t3 = setters
+
+        def make4(a: Any, b: Any, c: Any, d: Any) -> Any:
+            obj = new(cls)
+            t0(obj, a)
+            t1(obj, b)
+            t2(obj, c)
+            t3(obj, d)
+            return obj
+
+        return make4
+
+    if len(names) == 5:
+        u0, u1, u2, u3, u4 = setters
+
+        def make5(a: Any, b: Any, c: Any, d: Any, e: Any) -> Any:
+            obj = new(cls)
+            u0(obj, a)
+            u1(obj, b)
+            u2(obj, c)
+            u3(obj, d)
+            u4(obj, e)
+            return obj
+
+        return make5
+    if len(names) == 7:
+        v0, v1, v2, v3, v4, v5, v6 = setters
+
+        def make7(a: Any, b: Any, c: Any, d: Any, e: Any, f: Any, g: Any) -> Any:
+            obj = new(cls)
+            v0(obj, a)
+            v1(obj, b)
+            v2(obj, c)
+            v3(obj, d)
+            v4(obj, e)
+            v5(obj, f)
+            v6(obj, g)
+            return obj
+
+        return make7
+
+    def make(*values: Any) -> Any:
+        obj = new(cls)
+        for put, value in zip(setters, values, strict=True):
+            put(obj, value)
+        return obj
+
+    return make
+
+
+_new_step = _fast(TraceStep, ("status", "message", "rule_id", "location", "values"))
+
+
+class _Tracer:
+    """A :class:`~salesrules.decision.TraceBuilder` for flat JSON values, without the freeze walk."""
+
+    __slots__ = ("steps",)
+
+    def __init__(self) -> None:
+        self.steps: list[TraceStep] = []
+
+    def add(
+        self,
+        status: TraceStatus,
+        message: str,
+        rule: RuleRef | None = None,
+        values: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Append a step; ``values`` must hold JSON scalars (or flat lists/dicts of them)."""
+        self.steps.append(_new_step(
+            status, message, rule.id if rule else None, rule.location if rule else None,
+            _fz(dict(values)) if values else _EMPTY,
+        ))
+
+    def build(self) -> Trace:
+        """Freeze the collected steps."""
+        return Trace(tuple(self.steps))
+
+
+_new_reason = _fast(Reason, ("code", "message", "rule_id", "location", "data"))
+_new_effect = _fast(Effect, ("kind", "target", "idempotency_key", "params"))
+_new_assumption = _fast(Assumption, ("key", "expected", "description"))
+
+
+def _fz(value: Any) -> Any:
+    """Freeze plain JSON-native data (dicts, lists, str/int/bool/None) the way decisions do."""
+    if type(value) is dict:
+        return MappingProxyType({k: _fz(v) for k, v in value.items()})
+    if type(value) is list or type(value) is tuple:
+        return tuple(_fz(v) for v in value)
+    return value
 
 # =============================================================================================
 # Company identity: name normalisation and unified social credit codes (GB 32100-2015)
@@ -1094,6 +1219,11 @@ class Assignment:
         return f"lead {self.lead_id} -> {self.owner_kind}:{self.owner_id} ({self.code}{by})"
 
 
+_new_assignment = _fast(
+    Assignment, ("lead_id", "owner_id", "owner_kind", "code", "rule_id", "strategy", "customer_id")
+)
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimRefusal:
     """One reason a claim is refused; ``record_id`` is ``None`` for rep-level reasons."""
@@ -1140,7 +1270,8 @@ _STR_FIELDS = ("source", "region", "company", "credit_code", "creator_id")
 class _Env:
     """What a decision reads besides the lead: built once per call, or once per batch."""
 
-    __slots__ = ("ap", "clock", "customers", "digest", "loads", "roster", "state", "team_cache")
+    __slots__ = ("ap", "cap_keys", "clock", "customers", "digest", "loads", "roster", "state",
+                 "team_cache")
 
     def __init__(
         self,
@@ -1160,32 +1291,41 @@ class _Env:
         self.clock = clock
         self.state = state
         self.team_cache: dict[int, tuple[str, ...]] = {}
+        self.cap_keys: dict[tuple[str, str], tuple[str, str]] = {}
 
 
-def _lead_mapping(lead: Any, protection: CompiledProtection | None) -> Mapping[str, Any]:
-    """Validate a lead cheaply (no pydantic for dicts): a string id, aware datetimes."""
-    if isinstance(lead, BaseModel):
-        m: Mapping[str, Any] = lead.model_dump()
+def _lead_mapping(lead: Any, text_fields: frozenset[str]) -> Mapping[str, Any]:
+    """Validate a lead cheaply (no pydantic for dicts): a string id, aware datetimes, and
+    text in the fields assignment reads as text (``text_fields``)."""
+    if type(lead) is dict:
+        m: Mapping[str, Any] = lead
+    elif isinstance(lead, BaseModel):
+        m = lead.model_dump()
     elif isinstance(lead, Mapping):
         m = lead
     else:
         raise RecordError("lead", "*", f"expected a mapping or a record, got {type(lead).__name__}")
     ident = m.get("id")
-    if not isinstance(ident, str) or not ident:
+    if type(ident) is not str or not ident:
         raise RecordError("lead", "id", "a lead needs a non-empty string id")
     for key, value in m.items():
+        kind = type(value)
+        if kind is str or kind is int or value is None:
+            continue
         if isinstance(value, datetime) and value.utcoffset() is None:
             raise RecordError(
                 f"lead {ident!r}", str(key), "naive datetime: a timezone-aware value is required"
             )
-    fields: tuple[str, ...] = _STR_FIELDS
-    if protection is not None:
-        fields = (*fields, protection.company_field, protection.credit_code_field)
-    for key in fields:
-        value = m.get(key)
-        if value is not None and not isinstance(value, str):
-            raise RecordError(f"lead {ident!r}", key, f"expected text, got {type(value).__name__}")
+        if key in text_fields:
+            raise RecordError(f"lead {ident!r}", str(key), f"expected text, got {kind.__name__}")
     return m
+
+
+def _text_fields(ap: AssignmentPolicy) -> frozenset[str]:
+    fields = set(_STR_FIELDS)
+    if ap.protection is not None:
+        fields.update((ap.protection.company_field, ap.protection.credit_code_field))
+    return frozenset(fields)
 
 
 def _creator_mapping(roster: Roster, lead: Mapping[str, Any], creator: Any) -> Mapping[str, Any]:
@@ -1253,6 +1393,24 @@ def _caps_for(caps: tuple[CompiledCap, ...], rep: RosterRep) -> Iterator[Compile
             yield cap
 
 
+def _cap_assumptions(env: _Env, caps: tuple[CompiledCap, ...], rep_id: str) -> list[Assumption]:
+    """The counts the decision relied on for ``rep_id``, one assumption per applicable cap."""
+    rep = env.roster.get(rep_id)
+    if rep is None:
+        return []
+    load = env.loads.get(rep_id)
+    keys = env.cap_keys
+    out: list[Assumption] = []
+    for cap in caps:
+        if cap.applies_to is not None and not cap.applies_to.matches(rep):
+            continue
+        names = keys.get((cap.id, rep_id))
+        if names is None:
+            names = keys[(cap.id, rep_id)] = (f"cap:{cap.id}:{rep_id}", f"{cap.id} count of {rep_id}")
+        out.append(_new_assumption(names[0], _count(cap, load, env.clock), names[1]))
+    return out
+
+
 def _exclusion(
     env: _Env,
     rule: CompiledRule | None,
@@ -1312,8 +1470,7 @@ def _exclusion(
     return None
 
 
-@dataclass(slots=True)
-class _Pick:
+class _Pick(NamedTuple):
     chosen: str | None
     skipped: list[tuple[str, _Exclusion]]
     tie_break: str
@@ -1325,7 +1482,7 @@ def _rr_state(state: Mapping[str, Any], key: str) -> tuple[str | None, int]:
     raw = state.get(key)
     if raw is None:
         return None, 0
-    if not isinstance(raw, Mapping):
+    if type(raw) is not MappingProxyType and not isinstance(raw, Mapping):
         raise RecordError("state", key, "expected {last, version}")
     last, version = raw.get("last"), raw.get("version", 0)
     if (last is not None and not isinstance(last, str)) or not isinstance(version, int):
@@ -1350,6 +1507,7 @@ def _pick(
     def check(rid: str) -> _Exclusion | None:
         return _exclusion(env, rule, caps, rid, lead, creator, cooldowns, errors)
 
+    creator_id = None
     if strategy == "creator_first":
         cid = creator.get("id")
         if isinstance(cid, str) and cid in order:
@@ -1357,24 +1515,24 @@ def _pick(
             if ex is None:
                 return _Pick(cid, skipped, "creator keeps own lead (under cap)", {}, [])
             skipped.append((cid, ex))
-    if strategy in ("round_robin", "creator_first"):
-        key = f"rr:{rule.rotation}"
+            creator_id = cid
+    if strategy == "round_robin" or strategy == "creator_first":
+        key = "rr:" + rule.rotation
         last, version = _rr_state(env.state, key)
         n = len(order)
         start = bisect.bisect_right(order, last) if last is not None else 0
-        done = {s for s, _ in skipped}
         for k in range(n):
             rid = order[(start + k) % n]
-            if rid in done:
+            if rid == creator_id:
                 continue
-            ex = check(rid)
+            ex = _exclusion(env, rule, caps, rid, lead, creator, cooldowns, errors)
             if ex is None:
                 return _Pick(
                     rid,
                     skipped,
                     f"round robin: next after {last}" if last else "round robin: first in order",
-                    {key: {"last": rid, "version": version + 1}},
-                    [Assumption(f"state:{key}", version, "rotation pointer version")],
+                    {key: MappingProxyType({"last": rid, "version": version + 1})},
+                    [_new_assumption(f"state:{key}", version, "rotation pointer version")],
                 )
             skipped.append((rid, ex))
         return _Pick(None, skipped, "", {}, [])
@@ -1453,7 +1611,7 @@ def _protection(
     creator: Mapping[str, Any],
     reasons: list[Reason],
     errors: list[RuleIssue],
-    tb: TraceBuilder | None,
+    tb: _Tracer | None,
 ) -> tuple[str, _Customer, str, list[Assumption]] | None:
     """Route to a protected customer's owner: ``(owner, customer, how, assumptions)`` or None."""
     p = env.ap.protection
@@ -1547,28 +1705,36 @@ def _protection(
                    c.record.protected_until.isoformat() if c.record.protected_until else None,
                    "end of protection"),
     ]
-    rep = env.roster.get(owner)
-    if rep is not None:
-        load = env.loads.get(owner)
-        for cap in _caps_for(caps, rep):
-            assumptions.append(Assumption(f"cap:{cap.id}:{owner}", _count(cap, load, env.clock),
-                                          f"{cap.id} count of {owner}"))
+    assumptions.extend(_cap_assumptions(env, caps, owner))
     return owner, c, how, assumptions
 
 
 def _trace_rules(
-    tb: TraceBuilder, rules: tuple[CompiledRule, ...], table_trace: Any, start: int
+    tb: _Tracer, rules: tuple[CompiledRule, ...], table_trace: Any, start: int
 ) -> None:
+    """Trace why the rules before the match did not match.
+
+    Rows the table's index ruled out (their equality/range fields differ from the lead's) are
+    summarised in one step; every row whose condition was actually evaluated gets its own step
+    with the deciding comparison and the actual value.
+    """
+    n = len(table_trace)
     cands = getattr(table_trace, "_cands", 0)
-    quiet = 0
-    for row in table_trace:
-        i = start + row.index
-        rule = rules[i]
-        if cands and not (cands >> row.index) & 1 and row.result is False:
-            quiet += 1
-            continue
+    if cands:
+        below = cands & ((1 << n) - 1)
+        indices = []
+        while below:
+            low = below & -below
+            indices.append(low.bit_length() - 1)
+            below ^= low
+    else:
+        indices = list(range(n))
+    for i in indices:
+        row = table_trace[i]
+        rule = rules[start + i]
         status = TraceStatus.ERRORED if row.result is None else TraceStatus.SKIPPED
         tb.add(status, f"did not match: {row.render()}", rule.ref)
+    quiet = n - len(indices)
     if quiet:
         tb.add(TraceStatus.NOTE, f"{quiet} other earlier rule(s) did not match on their "
                "indexed fields (equality/range on the lead or creator)")
@@ -1600,7 +1766,7 @@ def _decide(
     lead_id: str = lead["id"]
     reasons: list[Reason] = []
     errors: list[RuleIssue] = []
-    tb = TraceBuilder() if explain else None
+    tb = _Tracer() if explain else None
     if tb is not None:
         tb.add(TraceStatus.NOTE, f"lead {lead_id} created by {creator.get('id') or 'unknown'}",
                values={"now": env.clock.now.isoformat(), "timezone": ap.calendar.timezone})
@@ -1697,24 +1863,17 @@ def _decide(
             data: dict[str, Any] = {"strategy": rule.strategy, "tie_break": pick.tie_break,
                                     "candidates": len(order)}
             if pick.skipped:
-                data["skipped"] = {r: ex[0] for r, ex in pick.skipped}
-            reasons.append(Reason(
+                data["skipped"] = MappingProxyType({r: ex[0] for r, ex in pick.skipped})
+            reasons.append(_new_reason(
                 "rule_matched",
                 f"rule {rule.id} picks {rep_id} by {rule.strategy}",
-                rule.id, rule.ref.location, data,
+                rule.id, rule.ref.location, MappingProxyType(data),
             ))
             assumptions = pick.assumptions
-            rep = env.roster.get(rep_id)
-            if rep is not None and rule.caps:
-                load = env.loads.get(rep_id)
-                assumptions = [
-                    *(Assumption(f"cap:{cap.id}:{rep_id}", _count(cap, load, env.clock),
-                                 f"{cap.id} count of {rep_id}")
-                      for cap in _caps_for(rule.caps, rep)),
-                    *assumptions,
-                ]
-            return _finish(env, Assignment(lead_id, rep_id, "rep", "rule_matched", rule.id,
-                                           rule.strategy),
+            if rule.caps:
+                assumptions = [*_cap_assumptions(env, rule.caps, rep_id), *assumptions]
+            return _finish(env, _new_assignment(lead_id, rep_id, "rep", "rule_matched", rule.id,
+                                                rule.strategy, None),
                            reasons, errors, assumptions, pick.state,
                            [_set_owner(lead_id, rep_id, "rep")], tb)
         all_capped = bool(pick.skipped) and all(ex[0] == "capped" for _, ex in pick.skipped)
@@ -1723,11 +1882,11 @@ def _decide(
         overflow = rule.overflow
         where = "the next rules" if overflow is None else str(
             ap.default if overflow.kind == "default" else overflow)
-        reasons.append(Reason(
+        reasons.append(_new_reason(
             code,
             f"rule {rule.id}: none of {len(order)} candidate(s) is eligible; trying {where}",
             rule.id, rule.ref.location,
-            {"candidates": len(order), "excluded": excluded},
+            _fz({"candidates": len(order), "excluded": excluded}),
         ))
         if overflow is None:
             start = index + 1
@@ -1745,17 +1904,16 @@ def _kind(target: Target) -> OwnerKind:
 
 
 def _set_owner(lead_id: str, owner: str, kind: OwnerKind) -> Effect:
-    return Effect(
-        "set_owner",
-        f"lead:{lead_id}",
-        f"set_owner:lead:{lead_id}:assign",
-        {"owner_id": owner, "owner_kind": kind, "previous_owner_id": None},
+    params = MappingProxyType({"owner_id": owner, "owner_kind": kind, "previous_owner_id": None})
+    effect: Effect = _new_effect(
+        "set_owner", f"lead:{lead_id}", f"set_owner:lead:{lead_id}:assign", params
     )
+    return effect
 
 
 def _trace_candidates(
     env: _Env,
-    tb: TraceBuilder,
+    tb: _Tracer,
     rule: CompiledRule,
     order: tuple[str, ...],
     pick: _Pick,
@@ -1787,19 +1945,54 @@ def _finish(
     assumptions: list[Assumption],
     state: Mapping[str, Any],
     effects: list[Effect],
-    tb: TraceBuilder | None,
+    tb: _Tracer | None,
 ) -> Decision[Assignment]:
-    return Decision(
-        kind="assign",
-        outcome=outcome,
-        reasons=tuple(reasons),
-        effects=tuple(effects),
-        assumptions=tuple(assumptions),
-        state=state,
-        errors=tuple(errors),
-        trace=tb.build() if tb is not None else None,
-        policy_digest=env.digest,
+    decision: Decision[Assignment] = _new_decision(
+        "assign",
+        outcome,
+        tuple(reasons),
+        tuple(effects),
+        tuple(assumptions),
+        _fz(dict(state)) if state else _EMPTY,
+        None,
+        tuple(errors),
+        tb.build() if tb is not None else None,
+        env.digest,
     )
+    return decision
+
+
+_DECISION_FIELDS = ("kind", "outcome", "reasons", "effects", "assumptions", "state",
+                    "next_check_at", "errors", "trace", "policy_digest")
+
+
+def _decision_maker() -> Any:
+    import dataclasses
+
+    if tuple(f.name for f in dataclasses.fields(Decision)) != _DECISION_FIELDS:
+        return lambda *values: Decision(*values)
+    new = object.__new__
+    s = tuple(Decision.__dict__[n].__set__ for n in _DECISION_FIELDS)
+
+    def make(kind: Any, outcome: Any, reasons: Any, effects: Any, assumptions: Any, state: Any,
+             next_check_at: Any, errors: Any, trace: Any, digest: Any) -> Any:
+        obj = new(Decision)
+        s[0](obj, kind)
+        s[1](obj, outcome)
+        s[2](obj, reasons)
+        s[3](obj, effects)
+        s[4](obj, assumptions)
+        s[5](obj, state)
+        s[6](obj, next_check_at)
+        s[7](obj, errors)
+        s[8](obj, trace)
+        s[9](obj, digest)
+        return obj
+
+    return make
+
+
+_new_decision = _decision_maker()
 
 
 # =============================================================================================
@@ -1857,7 +2050,7 @@ def assign(
     """
     now = require_aware(now)
     ap, digest = _section(policy)
-    lead_map = _lead_mapping(lead, ap.protection)
+    lead_map = _lead_mapping(lead, _text_fields(ap))
     ros = Roster.of(roster)
     env = _Env(ap, digest, ros, _Loads(counts), _CustomerIndex(customers), _Clock(now, ap.calendar),
                _state(state))
@@ -1910,9 +2103,9 @@ def assign_many(
     caps = ap.caps
     out: list[Decision[Assignment]] = []
     append = out.append
-    protection = ap.protection
+    text_fields = _text_fields(ap)
     for lead in leads:
-        lead_map = _lead_mapping(lead, protection)
+        lead_map = _lead_mapping(lead, text_fields)
         decision = _decide(env, lead_map, _creator_mapping(ros, lead_map, None), _EMPTY, explain)
         append(decision)
         if decision.state:
@@ -1975,7 +2168,7 @@ def claim(
     load = coerce(RepCounts, counts, "counts") if counts is not None else _NO_COUNTS
     clock = _Clock(now, pools_policy.calendar)
     cal = pools_policy.calendar
-    tb = TraceBuilder() if explain else None
+    tb = _Tracer() if explain else None
     refusals: list[ClaimRefusal] = []
     reasons: list[Reason] = []
 
