@@ -216,3 +216,23 @@ def test_minus_business_inverts_between(end: datetime, seconds: int) -> None:
     cw = T._Clockwork(CAL)
     w = cw.minus_business(end, seconds)
     assert CAL.between(w, end) == timedelta(seconds=seconds)
+
+
+DST_CALENDARS = (
+    Calendar.from_hours("America/New_York", {"mon-sun": ["00:00-02:30", "08:00-24:00"]}),
+    Calendar.from_hours("Europe/Berlin", {"mon-fri": ["09:00-18:00"], "sat": ["01:30-03:30"]},
+                        country="DE"),
+)
+dst_instants = st.sampled_from(
+    [datetime(2026, 3, 6, tzinfo=UTC), datetime(2026, 3, 27, tzinfo=UTC),
+     datetime(2026, 10, 23, tzinfo=UTC), datetime(2026, 10, 30, tzinfo=UTC)]
+).flatmap(lambda b: st.integers(0, 5 * 86400).map(lambda s: b + timedelta(seconds=s)))
+
+
+@given(st.sampled_from(DST_CALENDARS), dst_instants, st.integers(0, 4))
+def test_fast_business_days_equal_calendar_add_across_dst(
+    cal: Calendar, start: datetime, n: int
+) -> None:
+    d = parse_duration(f"{n} business days")
+    mine, theirs = T._Clockwork(cal).add(start, d), cal.add(start, d)
+    assert (mine, mine.isoformat()) == (theirs, theirs.isoformat())

@@ -1102,6 +1102,8 @@ def _record_facts(record: Any) -> _Facts:
 def _items(seq: Any, name: str) -> Sequence[Any]:
     if seq is None:
         return ()
+    if type(seq) is list or type(seq) is tuple:
+        return seq
     if isinstance(seq, Mapping | str | bytes) or not hasattr(seq, "__iter__"):
         raise RecordError(name, "*", "expected a list of records")
     return seq if isinstance(seq, list | tuple) else tuple(seq)
@@ -1117,7 +1119,18 @@ def _activity_times(
     first: datetime | None = None
     last: datetime | None = None
     for i, a in enumerate(acts):
-        if isinstance(a, Activity):
+        if type(a) is dict and type(a.get("kind")) is str and type(a.get("id")) is str \
+                and type(a.get("record_id")) is str:
+            kind, by = a["kind"], a.get("by")
+            at_ = a.get("at")
+            if type(at_) is not datetime or at_.tzinfo is None or (
+                    by is not None and type(by) is not str):
+                at_ = _aware(at_)
+                if at_ is None or (by is not None and type(by) is not str):
+                    m = coerce(Activity, a, f"{f.target} activities[{i}]")
+                    kind, at_, by = m.kind, m.at, m.by
+            at = at_
+        elif isinstance(a, Activity):
             kind, at, by = a.kind, a.at, a.by
         elif (isinstance(a, Mapping) and type(a.get("kind")) is str
               and type(a.get("id")) is str and type(a.get("record_id")) is str):
@@ -1211,6 +1224,11 @@ def _prepare(
 # ---------------------------------------------------------------------------------------------
 
 
+#: One working interval of a date: wall open, wall close, UTC open, UTC close, and whether
+#: wall time and real time advance together inside it (no UTC offset change).
+_Row = tuple[timedelta, timedelta, datetime, datetime, bool]
+
+
 class _Clockwork:
     """Deadline arithmetic on the policy's calendar, with memos that live for one call.
 
@@ -1220,7 +1238,7 @@ class _Clockwork:
     ``Calendar.add``. The memos are bounded, so a sweep's memory does not grow with its size.
     """
 
-    __slots__ = ("_adds", "_days", "_targets", "_walls", "cal", "zone")
+    __slots__ = ("_adds", "_days", "_plans", "_targets", "_walls", "cal", "zone")
 
     _LIMIT = 4096
 
@@ -1231,11 +1249,12 @@ class _Clockwork:
         self._days: dict[int, tuple[tuple[datetime, datetime], ...]] = {}
         self._walls: dict[int, tuple[tuple[int, int], ...]] = {}
         self._targets: dict[tuple[int, int], int] = {}
+        self._plans: dict[tuple[int, int], tuple[tuple[_Row, ...], tuple[_Row, ...]]] = {}
 
     def add(self, start: datetime, d: Duration) -> datetime:
         unit = d.unit
         if unit == "business_days":
-            return self._add_days(start, d.amount)
+            return self._add_days_fast(start, d.amount)
         if (unit == "days" or unit == "weeks") and not d.rest:
             local = start.astimezone(self.zone).replace(tzinfo=None)
             n = d.amount * 7 if unit == "weeks" else d.amount
@@ -1271,6 +1290,60 @@ class _Clockwork:
                     return s if u < s else u
             ordinal += 1
         return u  # pragma: no cover - ten years without working time
+
+    def _plan(self, ordinal: int, n: int) -> tuple[tuple[_Row, ...], tuple[_Row, ...]]:
+        """Per (date, n): that date's intervals and the target date's, both as
+        ``(wall open, wall close, utc open, exact)`` where ``exact`` means no UTC offset change
+        inside the interval (so wall and real time advance together)."""
+        key = (ordinal, n)
+        hit = self._plans.get(key)
+        if hit is None:
+            if len(self._plans) >= self._LIMIT:
+                self._plans.clear()
+            t, left = ordinal, n
+            while left:
+                t += 1
+                if self._wall(t):
+                    left -= 1
+
+            def rows(o: int) -> tuple[_Row, ...]:
+                out = []
+                for (ws, we), (us, ue) in zip(self._wall(o), self._intervals(o), strict=True):
+                    a, b = timedelta(microseconds=ws), timedelta(microseconds=we)
+                    same = us.astimezone(self.zone).utcoffset() == ue.astimezone(
+                        self.zone).utcoffset()  # no DST change in [open, close]
+                    out.append((a, b, us, ue, same and ue - us == b - a))
+                return tuple(out)
+
+            hit = self._plans[key] = (rows(ordinal), rows(t))
+        return hit
+
+    def _add_days_fast(self, start: datetime, n: int) -> datetime:
+        if n <= 0:
+            return self._add_days(start, n)
+        zone = self.zone
+        ordinal = start.astimezone(zone).toordinal()
+        for _ in range(3660):  # find the clock's effective start: the next opening
+            here, there = self._plan(ordinal, n)
+            for ws, _we, us, ue, exact in here:
+                if start < ue:
+                    if not exact:
+                        return self._add_days(start, n)
+                    wall = ws + (start - us) if start > us else ws
+                    target = there[0][0]
+                    if wall >= target:
+                        for s2, e2, _u2, _v2, _x2 in there:
+                            if wall < s2:
+                                break
+                            target = wall if wall <= e2 else e2
+                    for s2, e2, u2, _v2, exact2 in there:
+                        if s2 <= target <= e2:
+                            if exact2:
+                                return (u2 + (target - s2)).astimezone(zone)
+                            break
+                    return self._add_days(start, n)
+            ordinal += 1
+        return self._add_days(start, n)  # pragma: no cover - ten years without working time
 
     def _add_days(self, start: datetime, n: int) -> datetime:
         if n < 0:
@@ -1663,6 +1736,9 @@ def _release(t: TimeoutsPolicy, f: _Facts, ev: _Eval, cw: _Clockwork, reasons: l
     return out, effects, assumptions
 
 
+_ON_TIME = Reason("on_time", "every clock is within its deadline")
+
+
 def _decide(t: TimeoutsPolicy, f: _Facts, now: datetime, cw: _Clockwork, explain: bool,
             digest: str) -> Decision[CheckOutcome]:
     tb = TraceBuilder() if explain else None
@@ -1771,8 +1847,7 @@ def _decide(t: TimeoutsPolicy, f: _Facts, now: datetime, cw: _Clockwork, explain
         if not evals:
             reasons.append(Reason("no_clock", f"no clock applies to {f.target}"))
         elif action == "none":
-            reasons.append(Reason("on_time", f"{f.target}: every clock is within its deadline"
-                                  + (f"; next check {nxt.isoformat()}" if nxt else "")))
+            reasons.append(_ON_TIME)
     out = CheckOutcome(f.target, action, statuses, release, warned, held, nxt)
     return Decision(
         kind="check", outcome=out, reasons=tuple(reasons), effects=tuple(effects),
@@ -1834,13 +1909,16 @@ def check(
     return _decide(t, f, now, _Clockwork(t.calendar), explain, str(getattr(policy, "digest", "")))
 
 
+_ITEM_KEYS = frozenset({"record", "activities", "stage_history", "ownership_history",
+                        "customer"})
+
+
 def _as_input(item: Any) -> CheckInput:
     if isinstance(item, CheckInput):
         return item
     if isinstance(item, Mapping) and "record" in item and "type" not in item:
-        extra = set(item) - {"record", "activities", "stage_history", "ownership_history",
-                             "customer"}
-        if extra:
+        if not _ITEM_KEYS.issuperset(item):
+            extra = set(item) - _ITEM_KEYS
             raise RecordError("sweep item", sorted(extra)[0], "unknown key in a sweep item")
         return CheckInput(item["record"], item.get("activities") or (),
                           item.get("stage_history") or (), item.get("ownership_history") or (),
