@@ -415,6 +415,7 @@ def test_full_flow_request_owner_manager_then_credit(policy: Policy) -> None:
     assert {a.key for a in sub.assumptions} == {
         "opportunity:OPP-1.owner_id",
         "opportunity:OPP-1.stage",
+        "opportunity:OPP-1.pending_collaboration_requests",
     }
     one = decide_approval(
         policy, sub.state, "approve", actor=OWNER, record=REC, owner=OWNER, now=NOW
@@ -667,3 +668,25 @@ def test_deal_split_accepts_the_stage_gates_field_name(policy: Policy) -> None:
         ("r-east-1", "180000.00"),
         ("r-east-2", "120000.00"),
     ]
+
+
+def test_share_falls_back_to_the_role_default_or_is_missing() -> None:
+    pol = load_policy_string(
+        "version: 1\nsplits:\n  request: {required_fields: [], roles: [collaborator, presales]}\n"
+        "  revenue: {default: {owner: 80, collaborator: 20}}\n"
+    )
+    rec = {"id": "O", "owner_id": "o", "stage": "proposal"}
+    form = {"id": "R", "requester_id": "c", "record_id": "O", "role": "presales"}
+    d = validate_request(pol, form, record=rec, requester={"id": "c"}, now=NOW)
+    assert d.reason_codes == ("missing_field",)
+    assert d.outcome.problems[0].field == "share"
+
+
+def test_requests_on_other_records_do_not_count(policy: Policy) -> None:
+    other = {
+        "request_id": "CR-0", "record_id": "OPP-2", "requester_id": "r-east-2",
+        "owner_id": "r-east-9", "role": "collaborator", "share": "50", "status": "submitted",
+        "submitted_at": NOW.isoformat(),
+    }  # fmt: skip
+    d = validate_request(policy, FORM, record=REC, requester=REQUESTER, existing=[other], now=NOW)
+    assert d.outcome.submittable

@@ -1377,7 +1377,9 @@ def validate_request(
     deal = coerce(SplitDeal, record, "record")
     who = coerce(Rep, requester, "requester")
     boss = coerce(Rep, owner, "owner") if owner is not None else None
-    others = coerce_many(CollaborationState, existing, "existing")
+    others = tuple(
+        o for o in coerce_many(CollaborationState, existing, "existing") if o.record_id == deal.id
+    )
     trace = TraceBuilder() if explain else None
     problems: list[Problem] = []
     reasons_extra: dict[int, RuleRef] = {}
@@ -1450,8 +1452,15 @@ def validate_request(
                 "share",
             )
             share = None
-    elif role is not None and "share" not in sec.required_fields:
-        share = dict(sec.default_shares).get(role)
+    elif "share" not in sec.required_fields:
+        share = dict(sec.default_shares).get(role) if role is not None else None
+        if share is None and role is not None:
+            add(
+                "missing_field",
+                f"'share' is required: role {role!r} has no default share",
+                "share",
+                "default",
+            )
     if share is not None:
         if share < sec.min_share:
             add(
@@ -1558,6 +1567,10 @@ def validate_request(
     state: dict[str, Any] = {}
     next_check: datetime | None = None
     reasons: list[Reason] = []
+    complete = bool(owner_id and role is not None and share is not None and requester_id)
+    if ok and not complete:  # pragma: no cover - defensive: each gap above adds a problem
+        add("invalid_field", "the request is incomplete", "")
+        ok = False
     if ok and owner_id and role is not None and share is not None and requester_id:
         nxt = _targets(_steps(sec, deal)[0], owner_id, boss) if sec.steps else ()
         expires = sec.calendar.add(now, sec.expires_after) if sec.expires_after else None
@@ -1611,8 +1624,6 @@ def validate_request(
             )
             next_check = expires
         reasons.append(Reason("submittable", "every required field is filled and valid"))
-    elif ok:  # pragma: no cover - every path that leaves these empty adds a problem
-        ok = False
     for i, p in enumerate(problems):
         rr = reasons_extra.get(i)
         reasons.append(
@@ -1635,9 +1646,15 @@ def validate_request(
         problems=tuple(problems),
         next_approvers=nxt,
     )
+    pending_ids = sorted(o.request_id for o in others if o.status == "submitted")
     assumptions = (
         Assumption(f"opportunity:{deal.id}.owner_id", owner_id, "the owner has not changed"),
         Assumption(f"opportunity:{deal.id}.stage", deal.stage, "the stage has not changed"),
+        Assumption(
+            f"opportunity:{deal.id}.pending_collaboration_requests",
+            pending_ids,
+            "no other request was filed meanwhile (shares and the collaborator cap count them)",
+        ),
     )
     return Decision(
         kind="collaboration_request",
@@ -2155,7 +2172,7 @@ def split(
     shares = tuple(
         SplitShare(rep, _to_decimal(s) or _ZERO, role)
         for rep, s, role in (_line_parts(x) for x in raw)
-        if isinstance(rep, str) and _to_decimal(s) is not None
+        if isinstance(rep, str) and rep and _to_decimal(s) is not None
     )
     if problems:
         outcome = SplitOutcome(d.id, kind, "invalid", shares, problems=tuple(problems))
