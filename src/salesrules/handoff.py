@@ -1803,11 +1803,46 @@ def on_project_status(
     if prev is None or project is None:
         run.reason("unknown_project", f"no project was requested for contract {cid}")
         return finish("ignored", None)
+    refused = _refuse_status(hp, ev, prev, project, run)
+    if refused is not None:
+        return finish(refused, None)
+
+    ctx = {"event": as_mapping(ev), "project": _project_view(prev, project, ev)}
+    rule = hp.status_map.get(ev.status)
+    if rule is not None and run.trace is not None:
+        run.trace.add(TraceStatus.MATCHED, f"status {ev.status}", rule.ref)
+    values = _crm_values(hp, rule, ev, ctx, run)
+    before = prev.status.crm if prev.status is not None else {}
+    updates = _field_updates(values, before, prev, ev, run)
+    tasks = _tasks(hp, rule, prev, ev, ctx, run)
+    run.reason(
+        "status_applied",
+        f"status {ev.status} applied ({len(updates)} field(s) changed)",
+        rule.ref if rule else None,
+        status=ev.status,
+    )
+    if project.id is None and ev.project_id is not None:
+        project = project.model_copy(update={"id": ev.project_id})  # learnt from the tool
+    applied = HandoffStatus(
+        status=ev.status, event_id=ev.id, at=ev.at, version=ev.version, crm={**before, **values}
+    )
+    new = prev.model_copy(update={"project": project, "status": applied})
+    return finish("applied", new, updates, tasks)
+
+
+def _refuse_status(
+    hp: HandoffPolicy,
+    ev: ProjectStatusEvent,
+    prev: HandoffState,
+    project: HandoffProject,
+    run: _Run,
+) -> Literal["ignored", "unknown_status"] | None:
+    """Why a status event is not applied (with its reason), or ``None`` when it is."""
     if project.state == "cancelled":
         run.reason(
             "project_cancelled", f"project {project.key} was cancelled; its status is not applied"
         )
-        return finish("ignored", None)
+        return "ignored"
     if ev.project_id is not None and (
         ev.project_id != project.id
         if project.id is not None
@@ -1819,7 +1854,7 @@ def on_project_status(
             project_id=ev.project_id,
             current=project.id,
         )
-        return finish("ignored", None)
+        return "ignored"
     last = prev.status
     if last is not None:
         order = _status_order(ev, last)
@@ -1829,7 +1864,7 @@ def on_project_status(
                 f"status event {ev.id} was already applied",
                 last_event_id=last.event_id,
             )
-            return finish("ignored", None)
+            return "ignored"
         if order < 0:
             run.reason(
                 "stale_event",
@@ -1837,49 +1872,70 @@ def on_project_status(
                 last_event_id=last.event_id,
                 last_status=last.status,
             )
-            return finish("ignored", None)
+            return "ignored"
     if ev.status not in hp.statuses:
         run.reason(
             "unknown_status",
             f"status {ev.status!r} is not declared in the policy",
             status=ev.status,
         )
-        return finish("unknown_status", None)
+        return "unknown_status"
+    return None
 
-    project_view = {
+
+def _project_view(
+    prev: HandoffState, project: HandoffProject, ev: ProjectStatusEvent
+) -> dict[str, Any]:
+    """What status-side specs read as ``project.*``."""
+    return {
         "id": project.id or ev.project_id,
         "name": project.name,
         "template": project.template,
         "lead_id": project.lead_id,
         "team": prev.team,
         "sales_owner_id": prev.sales_owner_id,
-        "contract_id": cid,
+        "contract_id": prev.contract_id,
         "opportunity_id": prev.opportunity_id,
         "customer_id": prev.customer_id,
     }
-    ctx = {"event": as_mapping(ev), "project": project_view}
+
+
+def _crm_values(
+    hp: HandoffPolicy,
+    rule: _StatusMap | None,
+    ev: ProjectStatusEvent,
+    ctx: Mapping[str, Any],
+    run: _Run,
+) -> dict[str, Any]:
+    """Every declared CRM field: its default, then the status's value, then done milestones'."""
     values: dict[str, Any] = dict(hp.crm_defaults)
-    rule = hp.status_map.get(ev.status)
-    if rule is not None:
-        if run.trace is not None:
-            run.trace.add(TraceStatus.MATCHED, f"status {ev.status}", rule.ref)
-        for target, src in rule.sets:
-            value, gone = src.resolve(ctx)
-            run.missing(gone, target)
-            values[target] = _json(value)
+    sets: list[tuple[tuple[str, _Source], ...]] = [rule.sets] if rule is not None else []
     for ms in ev.milestones:
         if not ms.done:
             continue
-        sets = hp.milestones.get(ms.id)
-        if sets is None:
+        found = hp.milestones.get(ms.id)
+        if found is None:
             run.reason("unknown_milestone", f"milestone {ms.id!r} has no mapping", milestone=ms.id)
-            continue
-        for target, src in sets:
+        else:
+            sets.append(found)
+    for group in sets:
+        for target, src in group:
             value, gone = src.resolve(ctx)
             run.missing(gone, target)
             values[target] = _json(value)
+    return values
+
+
+def _field_updates(
+    values: Mapping[str, Any],
+    before: Mapping[str, Any],
+    prev: HandoffState,
+    ev: ProjectStatusEvent,
+    run: _Run,
+) -> tuple[FieldUpdate, ...]:
+    """``update_field`` effects for the fields whose value changes, in field order."""
+    cid = prev.contract_id
     ids = {"opportunity": prev.opportunity_id, "contract": cid, "customer": prev.customer_id}
-    before = last.crm if last is not None else {}
     order_tag = f"v{ev.version}" if ev.version is not None else ev.at.isoformat()
     updates: list[FieldUpdate] = []
     for name in sorted(values):
@@ -1889,15 +1945,8 @@ def on_project_status(
         root, _, fld = name.partition(".")
         rid = ids.get(root)
         if rid is None:
-            run.errors.append(
-                RuleIssue(
-                    "missing_field",
-                    f"{root} id unknown: cannot write {name}",
-                    ev.status,
-                    None,
-                    f"{root}.id",
-                )
-            )
+            message = f"{root} id unknown: cannot write {name}"
+            run.errors.append(RuleIssue("missing_field", message, ev.status, None, f"{root}.id"))
             continue
         target = f"{root}:{rid}"
         run.effect(
@@ -1908,55 +1957,43 @@ def on_project_status(
             value=value,
         )
         updates.append(FieldUpdate(target, fld, _serde.freeze_json(value)))
-    tasks: list[str] = []
-    if rule is not None:
-        for task in rule.tasks:
-            rep = prev.sales_owner_id if task.to == "sales_owner" else task.to[4:]
-            if not rep:
-                run.reason(
-                    "no_task_recipient", f"task {task.id}: the sales owner is unknown", task=task.id
-                )
-                continue
-            title, gone = task.title.resolve(ctx)
-            run.missing(gone, f"task {task.id}")
-            due = (
-                hp.calendar.add(ev.at, task.due)
-                if task.due is not None and hp.calendar is not None
-                else None
+    return tuple(updates)
+
+
+def _tasks(
+    hp: HandoffPolicy,
+    rule: _StatusMap | None,
+    prev: HandoffState,
+    ev: ProjectStatusEvent,
+    ctx: Mapping[str, Any],
+    run: _Run,
+) -> tuple[str, ...]:
+    """``create_task`` effects of the status (one per contract, status and task)."""
+    if rule is None:
+        return ()
+    cid = prev.contract_id
+    record = f"opportunity:{prev.opportunity_id}" if prev.opportunity_id else f"contract:{cid}"
+    out: list[str] = []
+    for task in rule.tasks:
+        rep = prev.sales_owner_id if task.to == "sales_owner" else task.to[4:]
+        if not rep:
+            run.reason(
+                "no_task_recipient", f"task {task.id}: the sales owner is unknown", task=task.id
             )
-            record = (
-                f"opportunity:{prev.opportunity_id}" if prev.opportunity_id else f"contract:{cid}"
-            )
-            run.effect(
-                "create_task",
-                f"rep:{rep}",
-                f"create_task:rep:{rep}:contract:{cid}/{ev.status}/{task.id}",
-                record=record,
-                title=title if title is not None else task.id,
-                due=due.isoformat() if due is not None else None,
-            )
-            tasks.append(task.id)
-    run.reason(
-        "status_applied",
-        f"status {ev.status} applied ({len(updates)} field(s) changed)",
-        rule.ref if rule else None,
-        status=ev.status,
-    )
-    crm = {**before, **values}
-    new_project = (
-        project
-        if project.id is not None or ev.project_id is None
-        else project.model_copy(update={"id": ev.project_id})
-    )
-    new = prev.model_copy(
-        update={
-            "project": new_project,
-            "status": HandoffStatus(
-                status=ev.status, event_id=ev.id, at=ev.at, version=ev.version, crm=crm
-            ),
-        }
-    )
-    return finish("applied", new, tuple(updates), tuple(tasks))
+            continue
+        title, gone = task.title.resolve(ctx)
+        run.missing(gone, f"task {task.id}")
+        due = hp.calendar.add(ev.at, task.due) if task.due is not None else None
+        run.effect(
+            "create_task",
+            f"rep:{rep}",
+            f"create_task:rep:{rep}:contract:{cid}/{ev.status}/{task.id}",
+            record=record,
+            title=title if title is not None else task.id,
+            due=due.isoformat() if due is not None else None,
+        )
+        out.append(task.id)
+    return tuple(out)
 
 
 # --------------------------------------------------------------------------------------------
