@@ -730,7 +730,8 @@ class _Checker:
         }[kind]
         if ident in known:
             return True
-        hint = did_you_mean(ident, known) or f"declare it in {where}"
+        listed = ", ".join(sorted(known)[:8]) or "none"
+        hint = did_you_mean(ident, known) or f"declare it in {where} (declared: {listed})"
         self.ctx.error(code, f"unknown {kind} '{ident}'", path, rule_id=rule_id, hint=hint)
         return False
 
@@ -1263,6 +1264,7 @@ class ClaimOutcome:
 # =============================================================================================
 
 _Exclusion = tuple[str, str, Mapping[str, Any]]  # (code, message, data)
+_FILTER_CODES = frozenset({"not_same_superior", "not_in_region", "condition_failed"})
 _MIN_TIME = datetime(1, 1, 1, tzinfo=__import__("datetime").timezone.utc)
 _STR_FIELDS = ("source", "region", "company", "credit_code", "creator_id")
 
@@ -1310,14 +1312,14 @@ def _lead_mapping(lead: Any, text_fields: frozenset[str]) -> Mapping[str, Any]:
         raise RecordError("lead", "id", "a lead needs a non-empty string id")
     for key, value in m.items():
         kind = type(value)
-        if kind is str or kind is int or value is None:
+        if kind is str or value is None:
             continue
-        if isinstance(value, datetime) and value.utcoffset() is None:
+        if key in text_fields:
+            raise RecordError(f"lead {ident!r}", str(key), f"expected text, got {kind.__name__}")
+        if kind is not int and isinstance(value, datetime) and value.utcoffset() is None:
             raise RecordError(
                 f"lead {ident!r}", str(key), "naive datetime: a timezone-aware value is required"
             )
-        if key in text_fields:
-            raise RecordError(f"lead {ident!r}", str(key), f"expected text, got {kind.__name__}")
     return m
 
 
@@ -1876,7 +1878,10 @@ def _decide(
                                                 rule.strategy, None),
                            reasons, errors, assumptions, pick.state,
                            [_set_owner(lead_id, rep_id, "rep")], tb)
-        all_capped = bool(pick.skipped) and all(ex[0] == "capped" for _, ex in pick.skipped)
+        # all_capped: the reps the rule really targets (those past its filters: same superior,
+        # same region, eligible condition) exist and every one of them is capped.
+        targeted = [ex[0] for _, ex in pick.skipped if ex[0] not in _FILTER_CODES]
+        all_capped = bool(targeted) and all(code == "capped" for code in targeted)
         code = "all_capped" if all_capped else "no_eligible_rep"
         excluded = {r: ex[0] for r, ex in pick.skipped}
         overflow = rule.overflow
