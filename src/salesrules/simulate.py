@@ -74,6 +74,7 @@ __all__ = [
     "cli_compare",
     "cli_simulate",
     "compare",
+    "diff_results",
     "generate_history",
     "gini",
     "read_history",
@@ -1206,7 +1207,7 @@ class SimulationResult:
                 {
                     "period": bucket,
                     "reps": len(loads),
-                    "assigned": sum(loads),
+                    "load": sum(loads),
                     "mean": (sum(loads) / len(loads)) if loads else 0.0,
                     "min": lo,
                     "max": hi,
@@ -1512,12 +1513,12 @@ def summary_table(result: SimulationResult, *, top: int = 10) -> str:
         lines += [
             "",
             _table(
-                ["period", "reps", "assigned", "min", "max", "gini", "max/min"],
+                ["period", "reps", "load", "min", "max", "gini", "max/min"],
                 [
                     [
                         f["period"],
                         f["reps"],
-                        f["assigned"],
+                        f["load"],
                         f["min"],
                         f["max"],
                         f"{f['gini']:.3f}",
