@@ -790,3 +790,25 @@ def test_dump_round_trip_keeps_literal_null() -> None:
     for policy in (example_policy(), load_policy_string(text)):
         again = load_policy_string(yaml.safe_dump(policy.dump(), allow_unicode=True))
         assert again == policy
+
+
+def test_declared_but_unmapped_status_writes_defaults() -> None:
+    policy = load_policy_string(
+        BASE.replace("statuses: [planning, done]", "statuses: [planning, done, paused]")
+    )
+    created = on_contract_event(
+        policy,
+        _event({"id": "E2", "type": "verified", "version": 1, "verification": "normal_project"}),
+        contract=CONTRACT,
+        opportunity=OPPORTUNITY,
+        customer=CUSTOMER,
+        state=None,
+        now=NOW,
+    )
+    assert created.outcome.action == "project_created"
+    status = on_project_status(
+        policy, _event({"id": "S1", "status": "paused", "version": 1}), state=created.state, now=NOW
+    )
+    assert status.outcome.action == "applied"
+    assert [(u.field, u.value) for u in status.outcome.updates] == [("delivery_status", "none")]
+    assert status.outcome.tasks == ()

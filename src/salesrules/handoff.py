@@ -1604,13 +1604,10 @@ class _ContractDecision:
             return self.finish("blocked", None)
         team = self.choose_team()
         team_id = team.value if team is not None else None
-        lead = run.choose(hp.lead_rules, hp.lead_default, ctx, "lead")
-        if lead is None:
-            lead_id = None
-        elif lead.value == _TEAM_LEAD:
-            lead_id = (
-                hp.teams[team_id].lead if team_id is not None and team_id in hp.teams else None
-            )
+        lead = run.choose(hp.lead_rules, hp.lead_default, ctx, "lead") or hp.lead_default
+        if lead.value == _TEAM_LEAD:
+            known = hp.teams.get(team_id) if team_id is not None else None
+            lead_id = known.lead if known is not None else None
         else:
             lead_id = lead.value
         if lead_id is None:
