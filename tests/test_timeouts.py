@@ -197,6 +197,29 @@ def test_unknown_stage_and_pool_are_reported() -> None:
     assert make_policy(patch={"clocks": [clock]}, extra={"stages": stages}).has("timeouts")
 
 
+def test_pools_section_checks_pools_and_gives_the_cooldown() -> None:
+    pools = _section("pools", "assignment.yaml")
+    p = make_policy(extra={"pools": pools})
+    assert p.warnings == ()
+    d = T.check(p, lead(), now=at(11, 10, 10))
+    assert d.outcome.release is not None
+    assert d.outcome.release.cooldown_until == d.outcome.release.deadline + timedelta(days=3)
+    assert "start_cooldown" in [e.kind for e in d.effects]
+    bad = _clock(within="1 day", release={"pool": "lead_pol"})
+    assert _codes(patch={"clocks": [bad]}, extra={"pools": pools}) == ["SR231"]
+    p = make_policy(patch={"cooldown": "7 days"}, extra={"pools": pools})
+    assert {w.code for w in p.warnings} == {"SR323"}
+    d = T.check(p, lead(), now=at(11, 10, 10))
+    assert d.outcome.release is not None
+    assert d.outcome.release.cooldown_until == d.outcome.release.deadline + timedelta(days=7)
+
+
+def test_without_pools_or_cooldown_there_is_no_cooldown(policy: Policy) -> None:
+    d = T.check(policy, lead(), now=at(11, 10, 10))
+    assert d.outcome.release is not None and d.outcome.release.cooldown_until is None
+    assert "start_cooldown" not in [e.kind for e in d.effects]
+
+
 def test_unknown_pool_with_a_pools_model() -> None:
     class Ctx:
         def model(self, name: str) -> Any:
@@ -326,7 +349,8 @@ def test_ownership_history_gives_the_tenure_start(policy: Policy) -> None:
 # -- check: release, warn, holds ----------------------------------------------------------
 
 
-def test_release_effects_and_idempotency(policy: Policy) -> None:
+def test_release_effects_and_idempotency() -> None:
+    policy = make_policy(patch={"cooldown": "7 days"})
     d1 = T.check(policy, lead(), now=at(11, 10, 10))
     d2 = T.check(policy, lead(), now=at(11, 12, 17))
     assert d1.outcome.action == "release"
@@ -507,7 +531,8 @@ def _iso(v: Any) -> Any:
 @pytest.mark.parametrize("path", _golden_cases())
 def test_golden(path: Path) -> None:
     case = yaml.safe_load(path.read_text(encoding="utf-8"))
-    p = make_policy(calendar=case.get("calendar"), patch=case.get("timeouts_patch"))
+    p = make_policy(calendar=case.get("calendar"), patch=case.get("timeouts_patch"),
+                    extra={"pools": _section("pools", "assignment.yaml")})
     now = datetime.fromisoformat(case["now"])
     d = T.check(p, case["record"], now=now, activities=case.get("activities", ()),
                 stage_history=case.get("stage_history", ()),

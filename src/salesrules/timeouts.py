@@ -122,6 +122,7 @@ CODES: Mapping[str, str] = MappingProxyType(
         "SR320": "a warning is not earlier than its deadline (warn_before >= duration)",
         "SR321": "a grade has no follow-up duration and the clock has no default (within)",
         "SR322": "an extension applies to no clock",
+        "SR323": "timeouts.cooldown overrides a pool's own previous-owner cooldown",
     }
 )
 
@@ -253,7 +254,9 @@ class TimeoutsSection(SectionModel):
         description="what a grade change does to a running clock (required: no implicit default)"
     )
     cooldown: str | None = Field(
-        default=None, description="previous owner's re-claim cooldown after a release"
+        default=None,
+        description="previous owner's re-claim cooldown after a release (default: the pool's "
+        "previous_owner_cooldown)",
     )
     notify: NotifySpec = NotifySpec()
     exemptions: tuple[ExemptionRule, ...] = ()
@@ -321,6 +324,7 @@ class TimeoutsPolicy:
     by_owner_only: bool
     grade_change: str
     cooldown: Duration | None
+    pool_cooldowns: Mapping[str, Duration]
     notify_warn: tuple[str, ...]
     notify_release: tuple[str, ...]
     exemptions: tuple[tuple[Condition, RuleRef, frozenset[str]], ...]
@@ -390,6 +394,31 @@ def _names_in(model: Any, key: str) -> frozenset[str] | None:
     return frozenset(names)
 
 
+def _pool_cooldowns(model: Any) -> dict[str, Duration]:
+    """Each pool's ``previous_owner_cooldown.duration`` from the pools section, when valid."""
+    from salesrules.calendar import DurationError, parse_duration
+
+    root = getattr(model, "root", model)
+    if isinstance(root, BaseModel):
+        root = root.model_dump()
+    out: dict[str, Duration] = {}
+    if not isinstance(root, Mapping):
+        return out
+    for name, spec in root.items():
+        cd = getattr(spec, "previous_owner_cooldown", None)
+        if isinstance(spec, Mapping):
+            cd = spec.get("previous_owner_cooldown")
+        text = cd.get("duration") if isinstance(cd, Mapping) else getattr(cd, "duration", None)
+        if isinstance(text, str):
+            try:
+                d = parse_duration(text)
+            except DurationError:
+                continue
+            if d.is_positive:
+                out[str(name)] = d
+    return out
+
+
 def _compile_timeouts(model: TimeoutsSection, ctx: CompileContext) -> TimeoutsPolicy:
     base = ("timeouts",)
     ctx.check_unique_ids(
@@ -407,6 +436,15 @@ def _compile_timeouts(model: TimeoutsSection, ctx: CompileContext) -> TimeoutsPo
     cooldown = (
         ctx.duration(model.cooldown, (*base, "cooldown")) if model.cooldown is not None else None
     )
+    pool_cooldowns = _pool_cooldowns(ctx.model("pools"))
+    if cooldown is not None:
+        for pool in sorted({c.pool for c in clocks}):
+            theirs = pool_cooldowns.get(pool)
+            if theirs is not None and theirs != cooldown:
+                ctx.warn("SR323", f"timeouts.cooldown ({cooldown}) overrides pool '{pool}''s "
+                         f"previous_owner_cooldown ({theirs}) for releases",
+                         (*base, "cooldown"),
+                         hint="keep one: drop timeouts.cooldown to use the pool's")
     exemptions = tuple(
         (
             ctx.condition(e.when, (*base, "exemptions", i, "when"), roots=_CONDITION_ROOTS,
@@ -435,6 +473,7 @@ def _compile_timeouts(model: TimeoutsSection, ctx: CompileContext) -> TimeoutsPo
         by_owner_only=model.follow_up.by_owner_only,
         grade_change=model.grade_change,
         cooldown=cooldown,
+        pool_cooldowns=MappingProxyType(pool_cooldowns),
         notify_warn=model.notify.warn,
         notify_release=model.notify.release,
         exemptions=exemptions,
@@ -1696,7 +1735,8 @@ def _release(t: TimeoutsPolicy, f: _Facts, ev: _Eval, cw: _Clockwork, reasons: l
                                     c.ref.location, "record.customer_id"))
     owner = f.owner_id
     tenure = f"{owner}@{f.owner_since.isoformat() if f.owner_since else '-'}"
-    cooldown_until = cw.add(deadline, t.cooldown) if t.cooldown is not None else None
+    cooldown = t.cooldown if t.cooldown is not None else t.pool_cooldowns.get(c.pool)
+    cooldown_until = cw.add(deadline, cooldown) if cooldown is not None else None
     why = f"clock {c.id} overdue since {deadline.isoformat()}"
     effects: list[Effect] = []
     for target in records:
