@@ -690,3 +690,55 @@ def test_requests_on_other_records_do_not_count(policy: Policy) -> None:
     }  # fmt: skip
     d = validate_request(policy, FORM, record=REC, requester=REQUESTER, existing=[other], now=NOW)
     assert d.outcome.submittable
+
+
+@pytest.mark.parametrize(
+    ("request_json", "outcome_type"),
+    [
+        (
+            {
+                "kind": "collaboration_request",
+                "request": FORM,
+                "record": REC,
+                "requester": REQUESTER,
+                "owner": OWNER,
+            },
+            RequestVerdict,
+        ),
+        (
+            {
+                "kind": "approval",
+                "action": "withdraw",
+                "actor": REQUESTER,
+                "record": REC,
+                "state": {
+                    "request_id": "CR-1",
+                    "record_id": "OPP-1",
+                    "requester_id": "r-east-2",
+                    "owner_id": "r-east-1",
+                    "role": "collaborator",
+                    "share": "25",
+                    "submitted_at": "2026-12-03T10:00:00+08:00",
+                },
+            },
+            ApprovalOutcome,
+        ),
+        ({"kind": "split", "deal": REC | {"stage": "won"}}, SplitOutcome),
+    ],
+    ids=["collaboration_request", "approval", "split"],
+)
+def test_cli_decide_each_kind(
+    request_json: dict[str, Any],
+    outcome_type: type,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from salesrules.cli import main
+
+    path = tmp_path / "request.json"
+    path.write_text(
+        json.dumps(request_json | {"now": NOW.isoformat()}, ensure_ascii=False), encoding="utf-8"
+    )
+    assert main(["decide", "--policy", str(RULES), str(path)]) == 0
+    decision = Decision.from_json(capsys.readouterr().out)
+    assert isinstance(decision.outcome, outcome_type)
