@@ -314,6 +314,18 @@ def test_unowned_lost_won_converted(policy: Policy) -> None:
     assert conv.reason_codes == ("converted",)
 
 
+def test_terminal_stages_close_the_opportunity() -> None:
+    stages = _section("stages", "stages.yaml")
+    p = make_policy(extra={"stages": stages})
+    opp = {"id": "O-1", "type": "opportunity", "owner_id": "r-east-1", "owner_since": at(1, 5)}
+    hist = [{"stage": "proposal", "at": at(1, 5)}, {"stage": "won", "at": at(2, 5)}]
+    d = T.check(p, opp, now=at(12, 1), stage_history=hist)
+    assert d.reason_codes == ("won",)
+    hist[-1]["stage"] = "lost"
+    assert T.check(p, opp, now=at(12, 1), stage_history=hist).reason_codes == ("closed",)
+    assert T.check(p, {**opp, "stage": "won"}, now=at(12, 1)).reason_codes == ("won",)
+
+
 def test_models_and_dicts_give_the_same_decision(policy: Policy) -> None:
     rec = lead()
     acts = [{"id": "a1", "record_id": "L-1", "kind": "call", "at": at(11, 9, 10),

@@ -333,6 +333,8 @@ class TimeoutsPolicy:
     extension: Duration | None
     grading: GradingPolicy | None
     calendar: Calendar
+    won_stages: frozenset[str] = frozenset({"won"})
+    lost_stages: frozenset[str] = frozenset({"lost"})
 
 
 def _dotted(text: str) -> tuple[str, ...]:
@@ -392,6 +394,17 @@ def _names_in(model: Any, key: str) -> frozenset[str] | None:
                     names.add(item[k])
                     break
     return frozenset(names)
+
+
+def _terminal_stages(model: Any) -> dict[str, frozenset[str]]:
+    """Won and lost stage ids from the stages section (default: ``won`` and ``lost``)."""
+    data = model.model_dump() if isinstance(model, BaseModel) else model
+    items = data.get("stages") if isinstance(data, Mapping) else None
+    if not isinstance(items, list | tuple):
+        return {}
+    won = {i["id"] for i in items if isinstance(i, Mapping) and i.get("terminal") == "won"}
+    lost = {i["id"] for i in items if isinstance(i, Mapping) and i.get("terminal") == "lost"}
+    return {"won_stages": frozenset(won), "lost_stages": frozenset(lost)}
 
 
 def _pool_cooldowns(model: Any) -> dict[str, Duration]:
@@ -482,6 +495,7 @@ def _compile_timeouts(model: TimeoutsSection, ctx: CompileContext) -> TimeoutsPo
         extension=extension,
         grading=grading,
         calendar=ctx.calendar,
+        **_terminal_stages(ctx.model("stages")),
     )
 
 
@@ -1782,6 +1796,11 @@ _ON_TIME = Reason("on_time", "every clock is within its deadline")
 def _decide(t: TimeoutsPolicy, f: _Facts, now: datetime, cw: _Clockwork, explain: bool,
             digest: str) -> Decision[CheckOutcome]:
     tb = TraceBuilder() if explain else None
+    if f.stage is not None and f.status == "open":  # a terminal stage closes the record too
+        if f.stage in t.won_stages:
+            f.status = "won"
+        elif f.stage in t.lost_stages:
+            f.status = "lost"
     if f.status == "lost":
         return Decision("check", CheckOutcome(f.target, "none"),
                         (Reason("closed", f"{f.target} is lost: no clock runs"),),
