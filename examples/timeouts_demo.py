@@ -75,7 +75,16 @@ def main() -> None:
     print("5. 需求确认 has 15 business days (until 7 December 11:00); at 14:00 it is overdue")
     d = timeouts.check(policy, opportunity, now=at(12, 7, 14), stage_history=stages,
                        customer=customer, explain=True)
-    print(d.explain())
+    print("  ", d)
+    for r in d.reasons:
+        print(f"     reason {r}")
+    for e in d.effects:
+        print(f"     effect {e.kind} {e.target} key={e.idempotency_key}")
+    for a in d.assumptions:
+        print(f"     assumes {a.key} == {a.expected!r}")
+    if d.trace is not None:
+        for step in d.trace.steps:
+            print(f"     trace {step.status.value} {step.rule_id}: {step.message}")
 
     print("6. the same night, a sweep over both records")
     items = [
