@@ -23,6 +23,7 @@ from salesrules.handoff import (
     HandoffPolicy,
     StatusOutcome,
     TemplateSyntaxError,
+    decide_many,
     on_contract_event,
     on_project_status,
     parse_template,
@@ -812,3 +813,65 @@ def test_declared_but_unmapped_status_writes_defaults() -> None:
     assert status.outcome.action == "applied"
     assert [(u.field, u.value) for u in status.outcome.updates] == [("delivery_status", "none")]
     assert status.outcome.tasks == ()
+
+
+def test_decide_many_equals_one_by_one() -> None:
+    policy = example_policy()
+    c2 = {**CONTRACT, "id": "C-2", "region": "西南"}
+
+    def req(kind: str, contract: Mapping[str, Any], **event: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "kind": kind,
+            "now": NOW.isoformat(),
+            "event": {"contract_id": contract["id"], "at": NOW.isoformat(), **event},
+        }
+        if kind == "contract_event":
+            body.update(contract=contract, opportunity=OPPORTUNITY, customer=CUSTOMER)
+        return body
+
+    stream = [
+        req("contract_event", CONTRACT, id="E1", type="approved", version=1),
+        req(
+            "contract_event", c2, id="F1", type="verified", version=1, verification="normal_project"
+        ),
+        req(
+            "contract_event",
+            CONTRACT,
+            id="E2",
+            type="verified",
+            version=1,
+            verification="normal_project",
+        ),
+        req("project_status", c2, id="S2", status="in_progress", version=2, project_id="P-2"),
+        req(
+            "contract_event",
+            CONTRACT,
+            id="E2",
+            type="verified",
+            version=1,
+            verification="normal_project",
+        ),
+        req("project_status", c2, id="S1", status="planning", version=1, project_id="P-2"),
+    ]
+    batch = [d.to_json() for d in decide_many(policy, stream)]
+    states: dict[str, Any] = {}
+    one_by_one = []
+    for r in stream:
+        cid = r["event"]["contract_id"]
+        d = policy.decide({**r, "state": states.get(cid)})
+        states[cid] = d.state
+        one_by_one.append(d.to_json())
+    assert batch == one_by_one
+    actions = [json.loads(t)["outcome"]["action"] for t in batch]
+    assert actions == [
+        "notified",
+        "project_created",
+        "project_created",
+        "applied",
+        "ignored",
+        "ignored",
+    ]
+    with pytest.raises(RecordError):
+        list(decide_many(policy, [{"kind": "assign", "now": NOW.isoformat()}]))
+    with pytest.raises(RecordError):
+        list(decide_many(policy, [{"kind": "project_status", "now": NOW.isoformat(), "event": {}}]))

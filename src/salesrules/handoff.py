@@ -30,7 +30,7 @@ code (errors SR260–SR269, warnings SR350–SR359) and reason code.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from types import MappingProxyType
@@ -79,6 +79,7 @@ __all__ = [
     "HandoffSection",
     "StatusOutcome",
     "TemplateSyntaxError",
+    "decide_many",
     "on_contract_event",
     "on_project_status",
     "parse_template",
@@ -1991,6 +1992,58 @@ def _tasks(
         )
         out.append(task.id)
     return tuple(out)
+
+
+# --------------------------------------------------------------------------------------------
+# batch form
+# --------------------------------------------------------------------------------------------
+
+
+def decide_many(
+    policy: Any,
+    requests: Iterable[Mapping[str, Any]],
+    *,
+    states: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Iterator[Decision[Any]]:
+    """Decide a stream of ``contract_event`` / ``project_status`` requests, in order.
+
+    Each request has the shape of a ``salesrules decide`` request. A request without a
+    ``state`` key uses the state the previous decision left for its contract (or ``states``),
+    so a webhook log for many contracts replays like a host that persists every state. The
+    results are exactly those of calling :func:`on_contract_event` / :func:`on_project_status`
+    one by one; contracts are independent, so the stream can be partitioned by contract id.
+
+    Args:
+        policy: the policy (or the compiled :class:`HandoffPolicy`).
+        requests: the requests (mappings with ``kind``, ``now``, ``event`` …).
+        states: initial states by contract id.
+
+    Yields:
+        One decision per request.
+
+    Raises:
+        RecordError: a request is malformed (the generator stops there).
+    """
+    from salesrules.records import parse_datetime
+
+    known: dict[str, Mapping[str, Any] | None] = dict(states or {})
+    handlers = SECTION.kinds
+    for i, request in enumerate(requests):
+        kind = request.get("kind")
+        handler = handlers.get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            raise RecordError(f"request[{i}]", "kind", f"not a handoff request kind: {kind!r}")
+        event = request.get("event")
+        cid = event.get("contract_id") if isinstance(event, Mapping) else None
+        if not isinstance(cid, str):
+            raise RecordError(f"request[{i}]", "event.contract_id", "a contract id is required")
+        if "state" not in request:
+            request = {**request, "state": known.get(cid)}
+        now = parse_datetime(request.get("now"), f"request[{i}]", "now")
+        explain = request.get("explain", False) is True
+        decision = handler(policy, request, now, explain)
+        known[cid] = decision.state
+        yield decision
 
 
 # --------------------------------------------------------------------------------------------
