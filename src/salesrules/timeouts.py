@@ -1291,7 +1291,7 @@ class _Clockwork:
     ``Calendar.add``. The memos are bounded, so a sweep's memory does not grow with its size.
     """
 
-    __slots__ = ("_adds", "_days", "_plans", "_targets", "_walls", "cal", "zone")
+    __slots__ = ("_adds", "_days", "_plans", "_targets", "_texts", "_walls", "cal", "zone")
 
     _LIMIT = 4096
 
@@ -1302,6 +1302,7 @@ class _Clockwork:
         self._days: dict[int, tuple[tuple[datetime, datetime], ...]] = {}
         self._walls: dict[int, tuple[tuple[int, int], ...]] = {}
         self._targets: dict[tuple[int, int], int] = {}
+        self._texts: dict[Duration, str] = {}
         self._plans: dict[tuple[int, int], tuple[tuple[_Row, ...], tuple[_Row, ...]]] = {}
 
     def add(self, start: datetime, d: Duration) -> datetime:
@@ -1427,6 +1428,14 @@ class _Clockwork:
                 target = wall if wall <= e else e
         local = datetime.fromordinal(target_day) + timedelta(microseconds=target)
         return local.replace(tzinfo=zone).astimezone(UTC).astimezone(zone)
+
+    def text(self, d: Duration) -> str:
+        hit = self._texts.get(d)
+        if hit is None:
+            if len(self._texts) >= self._LIMIT:
+                self._texts.clear()
+            hit = self._texts[d] = str(d)
+        return hit
 
     def add_n(self, start: datetime, d: Duration, n: int) -> datetime:
         for _ in range(n):
@@ -1630,7 +1639,9 @@ def _eval_clock(c: _Clock, f: _Facts, t: TimeoutsPolicy, now: datetime,
         if d is None:  # pragma: no cover - compile guarantees a duration
             return None
         deadline = cw.add(anchor, d)
-    warn_at = cw.warn_at(anchor, d, deadline, c.warn) if c.warn is not None else None  # type: ignore[arg-type]
+    if d is None:  # pragma: no cover - every branch above sets a duration or returns
+        return None
+    warn_at = cw.warn_at(anchor, d, deadline, c.warn) if c.warn is not None else None
     base_deadline = deadline
     n_ext = 0
     if f.extensions and c.extendable and t.extension is not None and t.max_extensions:
@@ -1648,7 +1659,7 @@ def _eval_clock(c: _Clock, f: _Facts, t: TimeoutsPolicy, now: datetime,
     else:
         state = "running"
     status = ClockStatus(
-        c.id, ctype, state, kind, anchor, str(d), deadline, warn_at,
+        c.id, ctype, state, kind, anchor, cw.text(d), deadline, warn_at,
         int((deadline - now).total_seconds()) if deadline >= now
         else -int((now - deadline).total_seconds()),
         grade_, stage, n_ext,
@@ -1870,7 +1881,7 @@ def _decide(t: TimeoutsPolicy, f: _Facts, now: datetime, cw: _Clockwork, explain
         action = "release"
     if action == "none" and not held:
         ext_notes = [e for e in evals if e.status.extensions and e.base_deadline is not None
-                     and e.base_deadline <= now and e.state != "overdue"]
+                     and e.base_deadline <= now and e.state != "overdue"] if f.extensions else ()
         for e in ext_notes:
             reasons.append(Reason(
                 "extended", f"clock {e.clock.id}: {e.status.extensions} extension(s) moved its "
