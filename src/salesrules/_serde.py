@@ -23,6 +23,16 @@ __all__ = ["dumps", "freeze_json", "from_jsonable", "to_jsonable"]
 
 def to_jsonable(obj: Any) -> Any:
     """Convert ``obj`` to JSON-ready values (dict, list, str, int, float, bool, None)."""
+    t = type(obj)
+    # Exact-type fast paths first: decisions are built on hot paths (sweeps, batches).
+    if t is str or t is int or t is bool or obj is None or t is float:
+        return obj
+    if t is dict or t is types.MappingProxyType:
+        return {k if type(k) is str else str(k): to_jsonable(v) for k, v in obj.items()}
+    if t is list or t is tuple:
+        return [to_jsonable(v) for v in obj]
+    if t is Decimal:
+        return str(obj)
     if obj is None or isinstance(obj, bool | int | str):
         return obj
     if isinstance(obj, float):
@@ -58,8 +68,18 @@ def to_jsonable(obj: Any) -> Any:
 
 def freeze_json(obj: Any) -> Any:
     """Return a JSON-native, immutable copy: mappings become read-only, lists become tuples."""
-    value = to_jsonable(obj)
-    return _freeze(value)
+    t = type(obj)
+    if t is str or t is int or t is bool or obj is None or t is float:
+        return obj
+    if t is dict or t is types.MappingProxyType:
+        return types.MappingProxyType(
+            {k if type(k) is str else str(k): freeze_json(v) for k, v in obj.items()}
+        )
+    if t is list or t is tuple:
+        return tuple(freeze_json(v) for v in obj)
+    if t is Decimal:
+        return str(obj)
+    return _freeze(to_jsonable(obj))
 
 
 def _freeze(value: Any) -> Any:
