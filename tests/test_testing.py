@@ -220,7 +220,9 @@ def test_effect_patterns_and_exactness() -> None:
 def test_pytest_plugin_collects_one_item_per_case(tmp_path: Path) -> None:
     _write(tmp_path, GOOD, "good.scenario.yaml")
     _write(tmp_path, BROKEN, "bad.scenario.yaml")
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    # Autoloading off: the plugin is named explicitly (whether or not its pytest11 entry
+    # point is installed), and the run does not pay for unrelated plugins.
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
     proc = subprocess.run(
         [
             sys.executable,

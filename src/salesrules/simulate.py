@@ -256,6 +256,7 @@ class _Replay:
         self.direct = isinstance(host.policy, Policy)
         self.company_index: dict[str, str] = {}  # normalized company name -> customer key
         self.transitions: dict[str, tuple[bool, tuple[str, ...]]] = {}
+        self.transition_records: dict[str, str] = {}
         self.events = 0
         self._roster_obj: Any = None
         self._roster_seen = -1
@@ -697,6 +698,7 @@ class _Replay:
         if isinstance(evidence, Mapping):
             _merge_evidence(opp, evidence)
         actor = self._rep(ev.get("by") or owner) or {"id": owner}
+        self.transition_records[ev.id] = okey
         if "transition" not in self.kinds:
             host.add_stage(okey, {"id": ev.id, "stage": to, "at": ev.at, "by": actor["id"]})
             opp["stage"] = to
@@ -1156,6 +1158,7 @@ class SimulationResult:
     owners: dict[str, tuple[str, str]]
     first_release: dict[str, datetime]
     transitions: dict[str, tuple[bool, tuple[str, ...]]]
+    transition_records: dict[str, str]
     skipped: dict[str, int]
     effects: dict[str, int]
     unknown_effects: dict[str, int]
@@ -1276,6 +1279,7 @@ class SimulationResult:
             owners=dict(host.owner),
             first_release=first_release,
             transitions=dict(replay.transitions),
+            transition_records=dict(replay.transition_records),
             skipped=dict(sorted(host.skipped.items())),
             effects=dict(sorted(host.effect_counts.items())),
             unknown_effects=dict(sorted(host.unknown_effects.items())),
@@ -1743,7 +1747,7 @@ class CompareResult:
 
 
 def _verdict(allowed: bool | None) -> str:
-    return "-" if allowed is None else ("allowed" if allowed else "refused")
+    return "not asked" if allowed is None else ("allowed" if allowed else "refused")
 
 
 def _owner_text(owner: tuple[str, str] | None) -> str | None:
@@ -1825,8 +1829,8 @@ def diff_results(ra: SimulationResult, rb: SimulationResult) -> CompareResult:
             {"record": key, "released_a": ta, "released_b": tb, "change": change}
         )
     transition_changes = []
-    events_a = {e.event_id: e.target for e in ra.log if e.event_type == "stage_change_requested"}
-    events_b = {e.event_id: e.target for e in rb.log if e.event_type == "stage_change_requested"}
+    events_a = ra.transition_records
+    events_b = rb.transition_records
     for eid in sorted(set(ra.transitions) | set(rb.transitions)):
         va, vb = ra.transitions.get(eid), rb.transitions.get(eid)
         if va == vb:
