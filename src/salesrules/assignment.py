@@ -56,7 +56,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
@@ -1272,8 +1272,8 @@ _STR_FIELDS = ("source", "region", "company", "credit_code", "creator_id")
 class _Env:
     """What a decision reads besides the lead: built once per call, or once per batch."""
 
-    __slots__ = ("ap", "cap_keys", "clock", "customers", "digest", "loads", "roster", "state",
-                 "team_cache")
+    __slots__ = ("ap", "cap_keys", "clock", "customers", "digest", "loads", "owner_params",
+                 "roster", "state", "team_cache")
 
     def __init__(
         self,
@@ -1294,6 +1294,7 @@ class _Env:
         self.state = state
         self.team_cache: dict[int, tuple[str, ...]] = {}
         self.cap_keys: dict[tuple[str, str], tuple[str, str]] = {}
+        self.owner_params: dict[tuple[str, str], Mapping[str, Any]] = {}
 
 
 def _lead_mapping(lead: Any, text_fields: frozenset[str]) -> Mapping[str, Any]:
@@ -1472,12 +1473,8 @@ def _exclusion(
     return None
 
 
-class _Pick(NamedTuple):
-    chosen: str | None
-    skipped: list[tuple[str, _Exclusion]]
-    tie_break: str
-    state: dict[str, Any]
-    assumptions: list[Assumption]
+#: (chosen rep or None, skipped candidates with why, tie-break text, state changes, assumptions)
+_Pick = tuple[str | None, list[tuple[str, _Exclusion]], str, Mapping[str, Any], list[Assumption]]
 
 
 def _rr_state(state: Mapping[str, Any], key: str) -> tuple[str | None, int]:
@@ -1515,7 +1512,7 @@ def _pick(
         if isinstance(cid, str) and cid in order:
             ex = check(cid)
             if ex is None:
-                return _Pick(cid, skipped, "creator keeps own lead (under cap)", {}, [])
+                return (cid, skipped, "creator keeps own lead (under cap)", {}, [])
             skipped.append((cid, ex))
             creator_id = cid
     if strategy == "round_robin" or strategy == "creator_first":
@@ -1529,7 +1526,7 @@ def _pick(
                 continue
             ex = _exclusion(env, rule, caps, rid, lead, creator, cooldowns, errors)
             if ex is None:
-                return _Pick(
+                return (
                     rid,
                     skipped,
                     f"round robin: next after {last}" if last else "round robin: first in order",
@@ -1537,7 +1534,7 @@ def _pick(
                     [_new_assumption(f"state:{key}", version, "rotation pointer version")],
                 )
             skipped.append((rid, ex))
-        return _Pick(None, skipped, "", {}, [])
+        return (None, skipped, "", {}, [])
     eligible: list[str] = []
     for rid in order:
         ex = check(rid)
@@ -1546,7 +1543,7 @@ def _pick(
         else:
             skipped.append((rid, ex))
     if not eligible:
-        return _Pick(None, skipped, "", {}, [])
+        return (None, skipped, "", {}, [])
     if strategy == "least_loaded":
         cap = rule.load_cap
 
@@ -1557,7 +1554,7 @@ def _pick(
 
         chosen = min(eligible, key=load_key)
         measure = cap.id if cap is not None else "holdings"
-        return _Pick(chosen, skipped, f"least loaded by {measure}; ties by longest since last "
+        return (chosen, skipped, f"least loaded by {measure}; ties by longest since last "
                      "assignment, then id", {}, [])
     # weighted: smooth weighted round robin (deterministic; ties by id)
     key = f"wrr:{rule.rotation}"
@@ -1577,18 +1574,18 @@ def _pick(
         if weights[rid] <= 0:
             skipped.append((rid, ("zero_weight", f"{rid} has weight 0", _EMPTY)))
     if not positive:
-        return _Pick(None, skipped, "", {}, [])
+        return (None, skipped, "", {}, [])
     total = sum(weights[r] for r in positive)
     for rid in positive:
         current[rid] = current.get(rid, 0) + weights[rid]
     best = max(current[r] for r in positive)
     chosen = min(r for r in positive if current[r] == best)
     current[chosen] -= total
-    return _Pick(
+    return (
         chosen,
         skipped,
         f"smooth weighted round robin (weights {', '.join(f'{r}={weights[r]}' for r in positive)})",
-        {key: dict(sorted(current.items()))},
+        {key: MappingProxyType(dict(sorted(current.items())))},
         [Assumption(f"state:{key}", dict(sorted(raw.items())), "weighted rotation state")],
     )
 
@@ -1857,33 +1854,35 @@ def _decide(
                            reasons, errors, [], _EMPTY,
                            [_set_owner(lead_id, target.ident or "", _kind(target))], tb)
         order = _candidates(env, index, rule, creator)
-        pick = _pick(env, rule, order, lead, creator, cooldowns, errors)
+        chosen, skipped, tie_break, pick_state, pick_assumptions = _pick(
+            env, rule, order, lead, creator, cooldowns, errors
+        )
         if tb is not None:
-            _trace_candidates(env, tb, rule, order, pick, lead, creator, cooldowns)
-        if pick.chosen is not None:
-            rep_id = pick.chosen
-            data: dict[str, Any] = {"strategy": rule.strategy, "tie_break": pick.tie_break,
+            _trace_candidates(env, tb, rule, order, chosen, tie_break, lead, creator, cooldowns)
+        if chosen is not None:
+            rep_id = chosen
+            data: dict[str, Any] = {"strategy": rule.strategy, "tie_break": tie_break,
                                     "candidates": len(order)}
-            if pick.skipped:
-                data["skipped"] = MappingProxyType({r: ex[0] for r, ex in pick.skipped})
+            if skipped:
+                data["skipped"] = MappingProxyType({r: ex[0] for r, ex in skipped})
             reasons.append(_new_reason(
                 "rule_matched",
                 f"rule {rule.id} picks {rep_id} by {rule.strategy}",
                 rule.id, rule.ref.location, MappingProxyType(data),
             ))
-            assumptions = pick.assumptions
+            assumptions = pick_assumptions
             if rule.caps:
                 assumptions = [*_cap_assumptions(env, rule.caps, rep_id), *assumptions]
             return _finish(env, _new_assignment(lead_id, rep_id, "rep", "rule_matched", rule.id,
                                                 rule.strategy, None),
-                           reasons, errors, assumptions, pick.state,
-                           [_set_owner(lead_id, rep_id, "rep")], tb)
+                           reasons, errors, assumptions, pick_state,
+                           [_set_owner(lead_id, rep_id, "rep", env)], tb)
         # all_capped: the reps the rule really targets (those past its filters: same superior,
         # same region, eligible condition) exist and every one of them is capped.
-        targeted = [ex[0] for _, ex in pick.skipped if ex[0] not in _FILTER_CODES]
+        targeted = [ex[0] for _, ex in skipped if ex[0] not in _FILTER_CODES]
         all_capped = bool(targeted) and all(code == "capped" for code in targeted)
         code = "all_capped" if all_capped else "no_eligible_rep"
-        excluded = {r: ex[0] for r, ex in pick.skipped}
+        excluded = {r: ex[0] for r, ex in skipped}
         overflow = rule.overflow
         where = "the next rules" if overflow is None else str(
             ap.default if overflow.kind == "default" else overflow)
@@ -1908,8 +1907,16 @@ def _kind(target: Target) -> OwnerKind:
     return "pool" if target.kind == "pool" else "queue" if target.kind == "queue" else "rep"
 
 
-def _set_owner(lead_id: str, owner: str, kind: OwnerKind) -> Effect:
-    params = MappingProxyType({"owner_id": owner, "owner_kind": kind, "previous_owner_id": None})
+def _set_owner(
+    lead_id: str, owner: str, kind: OwnerKind, env: _Env | None = None
+) -> Effect:
+    cache = env.owner_params if env is not None else None
+    params = cache.get((owner, kind)) if cache is not None else None
+    if params is None:
+        params = MappingProxyType({"owner_id": owner, "owner_kind": kind,
+                                   "previous_owner_id": None})
+        if cache is not None:
+            cache[(owner, kind)] = params
     effect: Effect = _new_effect(
         "set_owner", f"lead:{lead_id}", f"set_owner:lead:{lead_id}:assign", params
     )
@@ -1921,7 +1928,8 @@ def _trace_candidates(
     tb: _Tracer,
     rule: CompiledRule,
     order: tuple[str, ...],
-    pick: _Pick,
+    chosen: str | None,
+    tie_break: str,
     lead: Mapping[str, Any],
     creator: Mapping[str, Any],
     cooldowns: Mapping[str, datetime],
@@ -1930,8 +1938,8 @@ def _trace_candidates(
         tb.add(TraceStatus.NOTE, "the rule's targets name no rep in the roster", rule.ref,
                {"targets": ",".join(str(t) for t in rule.targets)})
     for rid in order:
-        if rid == pick.chosen:
-            tb.add(TraceStatus.MATCHED, f"candidate {rid} chosen: {pick.tie_break}", rule.ref)
+        if rid == chosen:
+            tb.add(TraceStatus.MATCHED, f"candidate {rid} chosen: {tie_break}", rule.ref)
             continue
         ex = _exclusion(env, rule, rule.caps, rid, lead, creator, cooldowns, None)
         if ex is None:
@@ -1958,7 +1966,7 @@ def _finish(
         tuple(reasons),
         tuple(effects),
         tuple(assumptions),
-        _fz(dict(state)) if state else _EMPTY,
+        MappingProxyType(dict(state)) if state else _EMPTY,
         None,
         tuple(errors),
         tb.build() if tb is not None else None,
