@@ -236,3 +236,16 @@ def test_fast_business_days_equal_calendar_add_across_dst(
     d = parse_duration(f"{n} business days")
     mine, theirs = T._Clockwork(cal).add(start, d), cal.add(start, d)
     assert (mine, mine.isoformat()) == (theirs, theirs.isoformat())
+
+
+@given(st.lists(cases(), min_size=1, max_size=6))
+def test_sweep_entries_match_the_decisions(batch: list[dict[str, Any]]) -> None:
+    now = max(c["now"] for c in batch)
+    items = [c["item"] for c in batch]
+    lean = list(T.sweep_entries(POLICY, items, now))
+    full = [T._entry(d) for d in T.sweep(POLICY, items, now)]
+    assert lean == full
+    collected = T.sweep_all(POLICY, items, now)
+    assert collected.outcome.checked == len(items)
+    assert sorted(e.record for e in collected.outcome.releases) == sorted(
+        e.record for e in full if e.action == "release")

@@ -107,6 +107,7 @@ __all__ = [
     "grade",
     "sweep",
     "sweep_all",
+    "sweep_entries",
 ]
 
 #: Issue codes of this module (``docs/timeouts.md`` documents each).
@@ -1503,20 +1504,34 @@ class _Clockwork:
 
 
 class _Eval:
-    """Per-clock result before it becomes a ClockStatus."""
+    """Per-clock result; the :class:`ClockStatus` is built only when a decision needs it."""
 
-    __slots__ = ("base_deadline", "clock", "deadline", "note", "state", "status", "warn_at")
+    __slots__ = ("_args", "_status", "base_deadline", "clock", "deadline", "n_ext", "note",
+                 "state", "warn_at")
 
-    def __init__(self, clock: _Clock, status: ClockStatus, deadline: datetime | None,
-                 warn_at: datetime | None, base_deadline: datetime | None,
-                 note: Reason | None) -> None:
+    def __init__(self, clock: _Clock, state: ClockState, args: tuple[Any, ...] | None,
+                 status: ClockStatus | None, deadline: datetime | None = None,
+                 warn_at: datetime | None = None, base_deadline: datetime | None = None,
+                 note: Reason | None = None, n_ext: int = 0) -> None:
         self.clock = clock
-        self.status = status
-        self.state = status.state
+        self.state = state
+        self._args = args
+        self._status = status
         self.deadline = deadline
         self.warn_at = warn_at
         self.base_deadline = base_deadline
         self.note = note
+        self.n_ext = n_ext
+
+    @property
+    def status(self) -> ClockStatus:
+        if self._status is None:
+            self._status = ClockStatus(*(self._args or ()))
+        return self._status
+
+
+def _settled(c: _Clock, status: ClockStatus) -> _Eval:
+    return _Eval(c, status.state, None, status)
 
 
 def _grade_at(changes: tuple[tuple[datetime, str], ...], at: datetime) -> str | None:
@@ -1560,8 +1575,8 @@ def _eval_clock(c: _Clock, f: _Facts, t: TimeoutsPolicy, now: datetime,
     if ctype == "follow_up":
         if not c.restart:
             if f.first_follow_up is not None:
-                return _Eval(c, ClockStatus(c.id, ctype, "met", "follow_up",
-                                            f.first_follow_up), None, None, None, None)
+                return _settled(c, ClockStatus(c.id, ctype, "met", "follow_up",
+                                               f.first_follow_up))
             anchor, kind = base, "ownership_start"
         elif f.last_follow_up is not None:
             anchor, kind = f.last_follow_up, "last_follow_up"
@@ -1569,12 +1584,10 @@ def _eval_clock(c: _Clock, f: _Facts, t: TimeoutsPolicy, now: datetime,
             anchor, kind = base, "ownership_start"
     elif ctype == "conversion":
         if f.converted_at is not None and f.converted_at <= now:
-            return _Eval(c, ClockStatus(c.id, ctype, "met", "conversion", f.converted_at),
-                         None, None, None, None)
+            return _settled(c, ClockStatus(c.id, ctype, "met", "conversion", f.converted_at))
         if c.start == "first_follow_up":
             if f.first_follow_up is None:
-                return _Eval(c, ClockStatus(c.id, ctype, "not_started", "first_follow_up"),
-                             None, None, None, None)
+                return _settled(c, ClockStatus(c.id, ctype, "not_started", "first_follow_up"))
             anchor, kind = f.first_follow_up, "first_follow_up"
         else:
             anchor, kind = base, "ownership_start"
@@ -1658,13 +1671,13 @@ def _eval_clock(c: _Clock, f: _Facts, t: TimeoutsPolicy, now: datetime,
         state = "warning"
     else:
         state = "running"
-    status = ClockStatus(
+    args = (
         c.id, ctype, state, kind, anchor, cw.text(d), deadline, warn_at,
         int((deadline - now).total_seconds()) if deadline >= now
         else -int((now - deadline).total_seconds()),
         grade_, stage, n_ext,
     )
-    return _Eval(c, status, deadline, warn_at, base_deadline, note)
+    return _Eval(c, state, args, None, deadline, warn_at, base_deadline, note, n_ext)
 
 
 def _ctx(f: _Facts) -> dict[str, Any]:
@@ -1880,15 +1893,15 @@ def _decide(t: TimeoutsPolicy, f: _Facts, now: datetime, cw: _Clockwork, explain
         release, effects, assumptions = _release(t, f, first, cw, reasons, errors, tb)
         action = "release"
     if action == "none" and not held:
-        ext_notes = [e for e in evals if e.status.extensions and e.base_deadline is not None
+        ext_notes = [e for e in evals if e.n_ext and e.base_deadline is not None
                      and e.base_deadline <= now and e.state != "overdue"] if f.extensions else ()
         for e in ext_notes:
             reasons.append(Reason(
-                "extended", f"clock {e.clock.id}: {e.status.extensions} extension(s) moved its "
+                "extended", f"clock {e.clock.id}: {e.n_ext} extension(s) moved its "
                 f"deadline to {e.deadline.isoformat() if e.deadline else '-'}",
                 e.clock.ref.id, e.clock.ref.location,
-                {"clock": e.clock.id, "extensions": e.status.extensions}))
-        if f.extensions > t.max_extensions and any(e.status.extensions for e in evals):
+                {"clock": e.clock.id, "extensions": e.n_ext}))
+        if f.extensions > t.max_extensions and any(e.n_ext for e in evals):
             reasons.append(Reason(
                 "extension_cap_reached", f"{f.extensions} extensions granted, "
                 f"{t.max_extensions} count", data={"granted": f.extensions,
@@ -1924,6 +1937,52 @@ def _decide(t: TimeoutsPolicy, f: _Facts, now: datetime, cw: _Clockwork, explain
         assumptions=tuple(assumptions), next_check_at=nxt, errors=tuple(errors),
         trace=tb.build() if tb is not None else None, policy_digest=digest,
     )
+
+
+def _lean_entry(t: TimeoutsPolicy, f: _Facts, now: datetime,
+                cw: _Clockwork) -> SweepEntry | None:
+    """The sweep entry of a record whose outcome is plainly ``none``, without building its
+    decision; ``None`` when the full decision is needed (a warning, an overdue clock, or a
+    condition that could not be evaluated)."""
+    if f.status == "open" and (f.stage in t.won_stages or f.stage in t.lost_stages):
+        return None
+    if (f.status != "open" or f.owner_id is None
+            or (f.type == "lead" and f.converted_at is not None and f.converted_at <= now)):
+        return SweepEntry(f.target, "none")
+    nxt: datetime | None = None
+    for c in t.by_type.get(f.type, ()):
+        if c.when is not None:
+            r = c.when(_ctx(f))
+            if r is None:
+                return None
+            if r is not True:
+                continue
+        e = _eval_clock(c, f, t, now, cw)
+        if e is None:
+            continue
+        state = e.state
+        if state == "running":
+            w = e.warn_at
+            cand = w if w is not None and w > now else e.deadline
+        elif state == "met" or state == "not_started":
+            continue
+        else:
+            return None
+        if cand is not None and (nxt is None or cand < nxt):
+            nxt = cand
+    return SweepEntry(f.target, "none", nxt)
+
+
+def _entry(d: Decision[CheckOutcome]) -> SweepEntry:
+    o = d.outcome
+    if o.release is not None:
+        r = o.release
+        return SweepEntry(o.record, o.action, o.next_check_at, r.clock, r.pool, r.scope,
+                          r.deadline)
+    if o.action == "warn":
+        st = next(c for c in o.clocks if c.clock == o.warnings[0])
+        return SweepEntry(o.record, o.action, o.next_check_at, st.clock, deadline=st.deadline)
+    return SweepEntry(o.record, o.action, o.next_check_at)
 
 
 def _timeouts(policy: Any) -> TimeoutsPolicy:
@@ -2023,6 +2082,36 @@ def sweep(policy: Any, items: Iterable[Any], now: datetime) -> Iterator[Decision
         yield _decide(t, _prepare(t, _as_input(item), now), now, cw, False, digest)
 
 
+def sweep_entries(policy: Any, items: Iterable[Any], now: datetime) -> Iterator[SweepEntry]:
+    """Check many records at one ``now`` and yield only each one's :class:`SweepEntry`.
+
+    The schedule-only form of :func:`sweep` for a frequent job: per record, the action
+    (``none`` / ``warn`` / ``release``), the next check time and, for a warning or a release,
+    the clock, pool, scope and deadline — equal to what :func:`sweep`'s decisions say, but a
+    record with nothing to do costs no decision. Call :func:`check` (or use :func:`sweep_all`)
+    for the effects of the records to act on. Lazy; memory does not grow with the sweep.
+
+    Args:
+        policy: a loaded policy with a ``timeouts`` section.
+        items: the records to check (as for :func:`sweep`).
+        now: the current instant (timezone-aware).
+
+    Yields:
+        One entry per item, in order.
+
+    Raises:
+        RecordError: ``now`` is naive, or an item is invalid.
+    """
+    t = _timeouts(policy)
+    now = _now(now)
+    cw = _Clockwork(t.calendar)
+    digest = str(getattr(policy, "digest", ""))
+    for item in items:
+        f = _prepare(t, _as_input(item), now)
+        entry = _lean_entry(t, f, now, cw)
+        yield entry if entry is not None else _entry(_decide(t, f, now, cw, False, digest))
+
+
 def sweep_all(policy: Any, items: Iterable[Any], now: datetime) -> Decision[SweepOutcome]:
     """Run :func:`sweep` and collect it into one ``sweep`` decision.
 
@@ -2045,23 +2134,23 @@ def sweep_all(policy: Any, items: Iterable[Any], now: datetime) -> Decision[Swee
     warnings: list[tuple[SweepEntry, tuple[Effect, ...]]] = []
     nexts: list[SweepEntry] = []
     errors: list[RuleIssue] = []
+    t = _timeouts(policy)
+    now = _now(now)
+    cw = _Clockwork(t.calendar)
+    digest = str(getattr(policy, "digest", ""))
     n = 0
-    for d in sweep(policy, items, now):
+    for item in items:
         n += 1
-        o = d.outcome
-        errors.extend(d.errors)
-        entry: SweepEntry
-        if o.release is not None:
-            r = o.release
-            entry = SweepEntry(o.record, o.action, o.next_check_at, r.clock, r.pool, r.scope,
-                               r.deadline)
-            releases.append((entry, d.effects))
-        elif o.action == "warn":
-            st = next(c for c in o.clocks if c.clock == o.warnings[0])
-            entry = SweepEntry(o.record, o.action, o.next_check_at, st.clock, deadline=st.deadline)
-            warnings.append((entry, d.effects))
-        else:
-            entry = SweepEntry(o.record, o.action, o.next_check_at)
+        f = _prepare(t, _as_input(item), now)
+        entry = _lean_entry(t, f, now, cw)
+        if entry is None:
+            d = _decide(t, f, now, cw, False, digest)
+            errors.extend(d.errors)
+            entry = _entry(d)
+            if entry.action == "release":
+                releases.append((entry, d.effects))
+            elif entry.action == "warn":
+                warnings.append((entry, d.effects))
         if entry.next_check_at is not None:
             nexts.append(entry)
 
