@@ -798,3 +798,21 @@ def test_junk_records_give_a_decision_or_a_record_error(
     assert isinstance(d.outcome, StageVerdict)
     d.to_json()
     available_transitions(_POLICY, rec, actor=actor, channel="ui", now=NOW).to_json()
+
+
+@pytest.mark.parametrize("amount", [Decimal("NaN"), Decimal("sNaN"), Decimal("Infinity"), "nan"])
+def test_non_finite_amounts_are_invalid(policy: Policy, amount: Any) -> None:
+    d = check(policy, full("proposal", amount=amount), "negotiation")
+    assert d.outcome.codes == ("field_invalid",)
+
+
+def test_labels_are_stage_labels_even_when_a_transition_has_its_own() -> None:
+    pol = load_policy_string(_BASE.replace("{ id: t2, from: s2, to: s3 }",
+                                           "{ id: t2, from: s2, to: s3, label: 发送报价 }"))
+    sp: StagesPolicy = pol.section("stages")
+    assert sp.transitions[("s2", "s3")].label == "发送报价"
+    d = check_transition(pol, {"id": "O", "stage": "s2"}, to_stage="s3", actor=OWNER,
+                         channel="ui", now=NOW)
+    assert d.outcome.allowed and d.outcome.to_label == "报价"
+    av = available_transitions(pol, {"id": "O", "stage": "s2"}, actor=OWNER, channel="ui", now=NOW)
+    assert av.outcome.options[0].to_label == "报价"

@@ -635,8 +635,10 @@ def _is_empty(value: Any) -> bool:
 def _as_number(value: Any) -> Decimal | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | Decimal):
-        return Decimal(value) if value == value else None
+    if isinstance(value, Decimal):
+        return value if value.is_finite() else None  # NaN (even signalling) is no number
+    if isinstance(value, int):
+        return Decimal(value)
     if isinstance(value, str):
         try:
             number = Decimal(value.strip())
@@ -1742,7 +1744,7 @@ def check_transition(
         transition_id=tr.id,
         waived=tuple(failed),
         bypass=bypass,
-        to_label=tr.label if tr.label else to_stage,
+        to_label=sp.label(to_stage),
     )
     effects = _effects(sp, tr, opp, who, channel, now, reason if has_reason else None,
                        request_id, bypass, tuple(failed))
@@ -1904,7 +1906,7 @@ def available_transitions(
             TransitionOption(
                 transition_id=tr.id,
                 to_stage=tr.to_stage,
-                to_label=tr.label,
+                to_label=sp.label(tr.to_stage),
                 move=tr.move,
                 ready=not missing,
                 missing=missing,
