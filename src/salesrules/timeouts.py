@@ -1612,7 +1612,8 @@ def _eval_clock(c: _Clock, f: _Facts, t: TimeoutsPolicy, now: datetime,
         if d is None:
             return None
         deadline = cw.add(anchor, d)
-        later = [(at, g) for at, g in f.grade_changes if anchor < at <= now]
+        later = [(at, g) for at, g in f.grade_changes if anchor < at <= now] \
+            if f.grade_changes else None
         if later:
             start_grade = _grade_at(f.grade_changes, anchor)
             if t.grade_change == "restart":
@@ -1673,8 +1674,7 @@ def _eval_clock(c: _Clock, f: _Facts, t: TimeoutsPolicy, now: datetime,
         state = "running"
     args = (
         c.id, ctype, state, kind, anchor, cw.text(d), deadline, warn_at,
-        int((deadline - now).total_seconds()) if deadline >= now
-        else -int((now - deadline).total_seconds()),
+        int((deadline - now).total_seconds()),  # toward zero, negative when overdue
         grade_, stage, n_ext,
     )
     return _Eval(c, state, args, None, deadline, warn_at, base_deadline, note, n_ext)
@@ -2043,6 +2043,11 @@ _ITEM_KEYS = frozenset({"record", "activities", "stage_history", "ownership_hist
 
 
 def _as_input(item: Any) -> CheckInput:
+    if type(item) is dict and "record" in item and "type" not in item \
+            and _ITEM_KEYS.issuperset(item):
+        return CheckInput(item["record"], item.get("activities") or (),
+                          item.get("stage_history") or (), item.get("ownership_history") or (),
+                          item.get("customer"))
     if isinstance(item, CheckInput):
         return item
     if isinstance(item, Mapping) and "record" in item and "type" not in item:
