@@ -512,6 +512,15 @@ def test_protected_owner_ineligible_falls_back_to_rules() -> None:
     assert d.outcome.code == "rule_matched"
 
 
+def test_a_name_contained_in_a_customer_name_is_a_probable_duplicate() -> None:
+    customers = [{"id": "C", "name": "华为技术有限公司", "owner_id": "r-east-2",
+                  "protected_until": "2027-01-01T00:00:00+08:00"}]
+    d = assign(bundled(), {"id": "L", "company": "华为", "region": "华北"}, now=NOW,
+               roster=ROSTER, customers=customers)
+    assert d.reason_codes == ("probable_duplicate", "rule_matched")
+    assert d.reasons[0].data["customer_id"] == "C"
+
+
 def test_unknown_field_makes_a_rule_error_not_an_exception() -> None:
     policy = small_policy(
         rules=[

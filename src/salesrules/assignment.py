@@ -556,6 +556,7 @@ class CompiledPool:
     cooldown: Duration | None
     cooldown_inclusive: bool
     claim_delay: Duration | None
+    ref: RuleRef | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -682,6 +683,7 @@ def _compile_pools(model: PoolsSection, ctx: CompileContext) -> PoolsPolicy:
                 spec.previous_owner_cooldown and spec.previous_owner_cooldown.end == "inclusive"
             ),
             claim_delay=delay,
+            ref=ctx.rule_ref(pid, path),
         )
     return PoolsPolicy(MappingProxyType(pools), ctx.calendar)
 
@@ -1591,16 +1593,22 @@ def _pick(
 
 
 def _similar(a: str, b: str, threshold: float) -> float | None:
+    """Similarity of two normalised names when they look like one company, else ``None``.
+
+    Flagged: a ``difflib`` ratio of at least ``threshold``, or one name (2+ characters)
+    contained in the other (华为 / 华为技术). Equal names are matches, not similarities.
+    """
     if not a or not b or a == b:
         return None
     short, long_ = (a, b) if len(a) <= len(b) else (b, a)
-    if len(short) >= 2 and short in long_:
-        return round(len(short) / len(long_), 3) if len(short) / len(long_) >= threshold else 1.0
+    contained = len(short) >= 2 and short in long_
     matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    if matcher.real_quick_ratio() < threshold or matcher.quick_ratio() < threshold:
+    if not contained and (
+        matcher.real_quick_ratio() < threshold or matcher.quick_ratio() < threshold
+    ):
         return None
     ratio = matcher.ratio()
-    return round(ratio, 3) if ratio >= threshold else None
+    return round(ratio, 3) if contained or ratio >= threshold else None
 
 
 def _protection(
@@ -1858,7 +1866,8 @@ def _decide(
             env, rule, order, lead, creator, cooldowns, errors
         )
         if tb is not None:
-            _trace_candidates(env, tb, rule, order, chosen, tie_break, lead, creator, cooldowns)
+            _trace_candidates(env, tb, rule, order, chosen, tie_break, dict(skipped), lead,
+                              creator, cooldowns)
         if chosen is not None:
             rep_id = chosen
             data: dict[str, Any] = {"strategy": rule.strategy, "tie_break": tie_break,
@@ -1930,6 +1939,7 @@ def _trace_candidates(
     order: tuple[str, ...],
     chosen: str | None,
     tie_break: str,
+    known: Mapping[str, _Exclusion],
     lead: Mapping[str, Any],
     creator: Mapping[str, Any],
     cooldowns: Mapping[str, datetime],
@@ -1941,7 +1951,8 @@ def _trace_candidates(
         if rid == chosen:
             tb.add(TraceStatus.MATCHED, f"candidate {rid} chosen: {tie_break}", rule.ref)
             continue
-        ex = _exclusion(env, rule, rule.caps, rid, lead, creator, cooldowns, None)
+        ex = known.get(rid) or _exclusion(env, rule, rule.caps, rid, lead, creator, cooldowns,
+                                          None)
         if ex is None:
             tb.add(TraceStatus.NOTE, f"candidate {rid} eligible, not chosen ({rule.strategy})",
                    rule.ref)
@@ -2184,11 +2195,12 @@ def claim(
     tb = _Tracer() if explain else None
     refusals: list[ClaimRefusal] = []
     reasons: list[Reason] = []
+    location = spec.ref.location if spec.ref is not None else None
 
     def refuse(code: str, message: str, record_id: str | None = None, **data: Any) -> None:
         refusals.append(ClaimRefusal(code, message, record_id))
-        reasons.append(Reason(code, message, data={"record_id": record_id, **data}
-                              if record_id else data))
+        reasons.append(Reason(code, message, pool, location,
+                              {"record_id": record_id, **data} if record_id else data))
         if tb is not None:
             tb.add(TraceStatus.SKIPPED, f"{code}: {message}", values=data)
 
@@ -2269,7 +2281,7 @@ def claim(
             ))
             assumptions.append(Assumption(f"{target}:pool", pool, "still in the pool"))
         reasons.append(Reason("claim_allowed", f"{rep_rec.id} may claim {n} record(s) from "
-                              f"{pool}", data={"count": n}))
+                              f"{pool}", pool, location, {"count": n}))
         if tb is not None:
             tb.add(TraceStatus.MATCHED, f"claim allowed: {n} record(s)")
     outcome = ClaimOutcome(allowed, rep_rec.id, pool, tuple(r.id for r in items),
