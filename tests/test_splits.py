@@ -742,3 +742,18 @@ def test_cli_decide_each_kind(
     assert main(["decide", "--policy", str(RULES), str(path)]) == 0
     decision = Decision.from_json(capsys.readouterr().out)
     assert isinstance(decision.outcome, outcome_type)
+
+
+@pytest.mark.parametrize("members", [5, "ab", {"rep_id": "a"}, [None], True])
+def test_split_members_must_be_a_list_of_objects(policy: Policy, members: Any) -> None:
+    with pytest.raises(RecordError):
+        split(policy, REC | {"stage": "won"}, members, now=NOW)
+
+
+def test_default_split_reports_lines_without_rep_or_twice(policy: Policy) -> None:
+    deal = REC | {"stage": "won"}
+    assert split(policy, deal, [{"role": "collaborator"}], now=NOW).reason_codes == (
+        "missing_rep_id",
+    )
+    twice = [{"rep_id": "x", "role": "collaborator"}, {"rep_id": "x", "role": "collaborator"}]
+    assert split(policy, deal, twice, now=NOW).reason_codes == ("duplicate_member",)

@@ -255,3 +255,42 @@ class ApprovalMachine(RuleBasedStateMachine):
 
 ApprovalMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=20, deadline=None)
 TestApprovalMachine = ApprovalMachine.TestCase
+
+
+# --------------------------------------------------------------------------------------------
+# robustness: arbitrary JSON in a request gives a Decision or a RecordError, nothing else
+# --------------------------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 200) | st.floats(allow_nan=True)
+    | st.text(max_size=6) | st.sampled_from(["30", "r-east-1", "OPP-1", "won", "1.005", "NaN"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["id", "rep_id", "share", "owner_id", "stage", "amount", "currency",
+                         "requester_id", "record_id", "role", "split", "lines", "status"]),
+        inner, max_size=5),
+    max_leaves=12,
+)  # fmt: skip
+
+
+@given(
+    kind=st.sampled_from(["collaboration_request", "approval", "split"]),
+    parts=st.dictionaries(
+        st.sampled_from(
+            ["request", "record", "requester", "owner", "existing", "state", "action", "actor",
+             "deal", "members", "split_kind"]
+        ),
+        json_values,
+        max_size=6,
+    ),
+)  # fmt: skip
+@settings(max_examples=150)
+def test_requests_never_leak_other_exceptions(kind: str, parts: dict[str, Any]) -> None:
+    from salesrules.decision import Decision
+    from salesrules.errors import RecordError
+
+    try:
+        d = POLICY.decide({"kind": kind, "now": NOW.isoformat(), **parts})
+    except RecordError:
+        return
+    assert isinstance(d, Decision)
+    assert Decision.from_json(d.to_json()).to_json() == d.to_json()

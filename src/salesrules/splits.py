@@ -1119,7 +1119,19 @@ def default_split(
     roles: dict[str, str] = {owner_id: "owner"}
     for i, item in enumerate(members):
         rep_id, _, role = _line_parts(item)
-        if not isinstance(rep_id, str) or not rep_id or rep_id == owner_id or rep_id in roles:
+        if not isinstance(rep_id, str) or not rep_id.strip():
+            problems.append(
+                Problem("missing_rep_id", f"members[{i}] has no rep id", f"members[{i}].rep_id")
+            )
+            continue
+        if rep_id == owner_id:
+            continue
+        if rep_id in roles:
+            problems.append(
+                Problem(
+                    "duplicate_member", f"{rep_id} appears twice", f"members[{i}].rep_id", rep_id
+                )
+            )
             continue
         if role == "owner" or role not in table:
             problems.append(
@@ -2136,9 +2148,16 @@ def split(
         raise RecordError("request", "split_kind", "kind must be revenue or overlay")
     trace = TraceBuilder() if explain else None
     owner_id = d.owner_id or ""
+    if members is not None and (
+        isinstance(members, str | bytes | Mapping) or not isinstance(members, Iterable)
+    ):
+        raise RecordError("request", "members", "members must be a list of split lines")
     raw: list[Any] = (
         list(members) if members is not None else list(d.split if kind == "revenue" else d.overlay)
     )
+    for i, item in enumerate(raw):
+        if not isinstance(item, Mapping | BaseModel):
+            raise RecordError("members", f"[{i}]", f"a split line must be an object, not {item!r}")
     if kind == "revenue" and not raw and owner_id:
         raw = [SplitLine(rep_id=owner_id, share=_HUNDRED, role="owner")]
     problems: list[Problem] = []
