@@ -76,7 +76,7 @@ def _assert_metrics_add_up(res: sim.SimulationResult) -> None:
 # -- the stand-in policy: fast property tests of the machinery ----------------------------------
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 10_000),
     hours=st.sampled_from([4.0, 24.0, 72.0]),
@@ -92,7 +92,7 @@ def test_replay_is_deterministic_and_consistent(seed: int, hours: float, cap: in
     _assert_metrics_add_up(a)
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000))
 def test_a_policy_compared_with_itself_changes_nothing(seed: int) -> None:
     history = _small(seed, leads=30, days=15)
@@ -345,3 +345,12 @@ def test_progress_bar_only_when_asked(capsys: pytest.CaptureFixture[str], bundle
     simulate(bundled, SAMPLE, progress=True)
     err = capsys.readouterr().err
     assert "replay [" in err and "485/485" in err
+
+
+def test_ticks_sweep_releases_only_at_the_nightly_job(bundled: Any, sample_run: Any) -> None:
+    res = simulate(bundled, SAMPLE, sweep="ticks", audit=True)
+    _assert_metrics_add_up(res)
+    ticks = {e.at for e in read_history(SAMPLE) if e.type == "clock_tick"}
+    swept = [r for r in res.releases if r["reason"] in ("lead-follow-up", "lead-conversion")]
+    assert swept and all(r["at"] in ticks for r in swept)
+    assert sample_run.totals["released"] >= res.totals["released"] > 0
