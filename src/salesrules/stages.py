@@ -484,8 +484,10 @@ class _WhoReq(_Req):
 
     def check(self, env: _Env) -> UnmetRequirement | None:
         actor = env.actor
-        if self.roles and not self.roles.isdisjoint(actor.roles):
-            return None
+        if self.roles:
+            for role in actor.roles:
+                if role in self.roles:
+                    return None
         if self.relations:
             opp = env.opp
             if "owner" in self.relations and opp.owner_id == actor.id:
@@ -1418,8 +1420,9 @@ class _ActorView:
     def __init__(self, data: Mapping[str, Any]) -> None:
         self.data = data
         self.id: str = data["id"]
-        self.roles = frozenset(data.get("roles") or ())
-        self.permissions = frozenset(data.get("permissions") or ())
+        # Short sequences: membership tests beat building sets on every call.
+        self.roles: Sequence[str] = data.get("roles") or ()
+        self.permissions: Sequence[str] = data.get("permissions") or ()
 
 
 def _is_map(v: Any) -> bool:
