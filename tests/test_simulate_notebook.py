@@ -22,7 +22,10 @@ def test_what_if_notebook_executes() -> None:
     pytest.importorskip("matplotlib", reason="the notebook uses the plot extra (matplotlib)")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(
-        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+        nb,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOK.parent)}},
     )
     client.execute()
     text = "\n".join(
