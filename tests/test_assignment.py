@@ -375,6 +375,24 @@ def test_returning_member_gets_no_catch_up_burst() -> None:
     assert sorted(owners) == ["a", "a", "b", "b", "c", "c"]
 
 
+def test_same_superior_rotates_per_superior() -> None:
+    policy = small_policy(rules=[{"id": "peers", "to": "same_superior",
+                                  "if_none_eligible": "default"}])
+    roster = [
+        {"id": "a1", "manager_id": "ma"}, {"id": "a2", "manager_id": "ma"},
+        {"id": "b1", "manager_id": "mb"}, {"id": "b2", "manager_id": "mb"},
+    ]
+    state: dict[str, Any] = {}
+    owners = []
+    for i, creator in enumerate(["a1", "b1", "a1", "b1"]):
+        d = assign(policy, {"id": f"L{i}", "creator_id": creator}, now=NOW, roster=roster,
+                   state=state)
+        owners.append(d.outcome.owner_id)
+        state.update(d.state)
+    assert owners == ["a1", "b1", "a2", "b2"]
+    assert set(state) == {"rr:same_superior@ma", "rr:same_superior@mb"}
+
+
 def test_least_loaded_ties_by_longest_since_last_assignment_then_id() -> None:
     policy = small_policy(
         caps={"open": {"count": "open_backlog", "max": 10}},

@@ -601,6 +601,7 @@ class CompiledRule:
     eligible: Condition | None
     strategy: str
     rotation: str
+    rotation_by_superior: bool  # one pointer per creator's superior (same_superior targets)
     caps: tuple[CompiledCap, ...]
     load_cap: CompiledCap | None
     weight_cap: CompiledCap | None
@@ -923,6 +924,8 @@ def _compile_assignment(model: AssignmentSection, ctx: CompileContext) -> Assign
                 eligible=eligible,
                 strategy=spec.strategy,
                 rotation=spec.rotation or ",".join(str(t) for t in targets),
+                rotation_by_superior=spec.rotation is None
+                and any(t.kind == "same_superior" for t in targets),
                 caps=tuple(rule_caps),
                 load_cap=load_cap,
                 weight_cap=weight_cap,
@@ -1479,6 +1482,13 @@ def _exclusion(
 _Pick = tuple[str | None, list[tuple[str, _Exclusion]], str, Mapping[str, Any], list[Assumption]]
 
 
+def _rotation(rule: CompiledRule, creator: Mapping[str, Any]) -> str:
+    """The rotation key: the rule's, per creator's superior for ``same_superior`` targets."""
+    if rule.rotation_by_superior:
+        return f"{rule.rotation}@{creator.get('manager_id')}"
+    return rule.rotation
+
+
 def _rr_state(state: Mapping[str, Any], key: str) -> tuple[str | None, int]:
     raw = state.get(key)
     if raw is None:
@@ -1518,7 +1528,7 @@ def _pick(
             skipped.append((cid, ex))
             creator_id = cid
     if strategy == "round_robin" or strategy == "creator_first":
-        key = "rr:" + rule.rotation
+        key = "rr:" + _rotation(rule, creator)
         last, version = _rr_state(env.state, key)
         n = len(order)
         start = bisect.bisect_right(order, last) if last is not None else 0
@@ -1559,7 +1569,7 @@ def _pick(
         return (chosen, skipped, f"least loaded by {measure}; ties by longest since last "
                      "assignment, then id", {}, [])
     # weighted: smooth weighted round robin (deterministic; ties by id)
-    key = f"wrr:{rule.rotation}"
+    key = "wrr:" + _rotation(rule, creator)
     raw = env.state.get(key) or _EMPTY
     if not isinstance(raw, Mapping):
         raise RecordError("state", key, "expected a mapping of rep id to current weight")
