@@ -73,17 +73,20 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.days} days), generated and parsed in {gen:.1f} s"
     )
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = simulate(
         policy, events, sweep=args.sweep, keep_log=args.keep_log, progress=args.progress or None
     )
     replay = time.perf_counter() - t0
+    replay_cpu = time.process_time() - c0
     rss_replay = _rss_mb()
     figures = {
         "events": len(events),
         "decisions": res.decisions,
         "replay_seconds": round(replay, 2),
+        "replay_cpu_seconds": round(replay_cpu, 2),
         "events_per_second": round(len(events) / replay),
+        "events_per_cpu_second": round(len(events) / replay_cpu),
         "decisions_per_second": round(res.decisions / replay),
         "peak_rss_mb": round(rss_replay, 1),
         "rss_before_replay_mb": round(rss_before, 1),
@@ -94,13 +97,15 @@ def main(argv: list[str] | None = None) -> int:
         "keep_log": args.keep_log,
     }
     print(
-        f"replay: {replay:.1f} s, {figures['events_per_second']} events/s, "
-        f"{figures['decisions_per_second']} decisions/s, {res.decisions} decisions, "
-        f"peak RSS {rss_replay:.0f} MB"
+        f"replay: {replay:.1f} s wall, {replay_cpu:.1f} s CPU; "
+        f"{figures['events_per_second']} events/s ({figures['events_per_cpu_second']} per CPU "
+        f"second), {figures['decisions_per_second']} decisions/s, {res.decisions} decisions, "
+        f"peak RSS {rss_replay:.0f} MB",
+        flush=True,
     )
     if not args.no_compare:
         variant = load_policy(_variant(rules))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         diff = compare(
             policy,
             variant,
@@ -110,15 +115,19 @@ def main(argv: list[str] | None = None) -> int:
             progress=args.progress or None,
         )
         cmp_s = time.perf_counter() - t0
+        cmp_cpu = time.process_time() - c0
         figures.update(
             compare_seconds=round(cmp_s, 2),
             compare_ratio=round(cmp_s / replay, 2),
+            compare_cpu_seconds=round(cmp_cpu, 2),
+            compare_cpu_ratio=round(cmp_cpu / replay_cpu, 2),
             records_with_another_owner=len(diff.owner_changes),
             releases_changed=len(diff.release_changes),
             peak_rss_mb=round(_rss_mb(), 1),
         )
         print(
-            f"compare: {cmp_s:.1f} s = {cmp_s / replay:.2f} x one replay; "
+            f"compare: {cmp_s:.1f} s wall, {cmp_cpu:.1f} s CPU = {cmp_cpu / replay_cpu:.2f} x "
+            "one replay (CPU); "
             f"{len(diff.owner_changes)} records with another owner, "
             f"{len(diff.release_changes)} releases changed; peak RSS {_rss_mb():.0f} MB"
         )
