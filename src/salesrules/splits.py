@@ -70,6 +70,7 @@ from salesrules.records import (
 
 __all__ = [
     "CODES",
+    "DEFAULT_SPLITS",
     "MINOR_UNITS",
     "SECTION",
     "ApprovalOutcome",
