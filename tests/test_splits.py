@@ -757,3 +757,14 @@ def test_default_split_reports_lines_without_rep_or_twice(policy: Policy) -> Non
     )
     twice = [{"rep_id": "x", "role": "collaborator"}, {"rep_id": "x", "role": "collaborator"}]
     assert split(policy, deal, twice, now=NOW).reason_codes == ("duplicate_member",)
+
+
+def test_reopened_deal_after_all_base_steps_needs_a_new_request(policy: Policy) -> None:
+    state = {
+        "request_id": "CR-9", "record_id": "OPP-1", "requester_id": "r-east-2",
+        "owner_id": "r-east-1", "role": "collaborator", "share": "25", "step": 2,
+        "submitted_at": NOW.isoformat(),
+    }  # fmt: skip
+    fin = {"id": "vp-sales", "roles": ["finance_approver"]}
+    d = decide_approval(policy, state, "approve", actor=fin, record=REC, owner=OWNER, now=NOW)
+    assert d.reason_codes == ("no_step",) and not d.outcome.accepted
