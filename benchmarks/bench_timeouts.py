@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"ru_maxrss          {maxrss_mb:,.0f} MB (whole process)")
 
     if not args.no_tracemalloc:
-        small = max(n // 10, 1000)
+        small = min(max(n // 10, 1000), 20_000)
         peaks = []
         for size in (small, small * 2):
             tracemalloc.start()
