@@ -90,6 +90,9 @@ OPERATORS: Final[tuple[str, ...]] = (
 _COMBINATORS: Final = ("all", "any", "not")
 _EXPLICIT_KEYS: Final = ("field", "op", "value", "ref")
 
+#: Marks an operand that failed to convert (its problem is already reported).
+_BAD: Final = object()
+
 # Common wrong spellings -> the one accepted spelling (checked before difflib).
 _ALIASES: Final[Mapping[str, str]] = {
     "=": "eq",
@@ -542,6 +545,10 @@ def _fields(node: _Tree, out: set[str]) -> None:
 def _norm_value(v: Any) -> Any:
     if isinstance(v, Ref):
         return {"ref": v.path}
+    if isinstance(v, datetime):
+        return {"datetime": v.isoformat()}
+    if isinstance(v, date):
+        return {"date": v.isoformat()}
     if isinstance(v, list | tuple):
         return [_norm_value(x) for x in v]
     return v
@@ -868,6 +875,40 @@ class _Compiler:
         return parts
 
     # --- operands ----------------------------------------------------------------------------
+    def typed_literals(self, v: Any, path: _SPath) -> Any:
+        """Turn ``{date: ...}`` / ``{datetime: ...}`` operands (also inside lists) into values.
+
+        YAML keeps timestamps as strings (the loader resolves no timestamps), so a date or a
+        datetime operand is written explicitly; a datetime must carry its offset.
+        """
+        if isinstance(v, list | tuple):
+            out = [self.typed_literals(x, (*path, i)) for i, x in enumerate(v)]
+            return _BAD if any(x is _BAD for x in out) else out
+        if not (isinstance(v, Mapping) and len(v) == 1):
+            return v
+        (key, text), = v.items()
+        if key not in ("date", "datetime"):
+            return v
+        if not isinstance(text, str):
+            self.err((*path, key), "SR112", f"a {key} operand is ISO 8601 text, got {_fmt(text)}")
+            return _BAD
+        try:
+            if key == "date":
+                return date.fromisoformat(text)
+            value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            self.err((*path, key), "SR112", f"invalid {key} {text!r}", "write e.g. 2026-01-31")
+            return _BAD
+        if value.tzinfo is None or value.utcoffset() is None:
+            self.err(
+                (*path, key),
+                "SR112",
+                f"datetime {text!r} has no time zone",
+                "add an offset such as +08:00 or Z",
+            )
+            return _BAD
+        return value
+
     def scalar(self, v: Any, path: _SPath, op: str) -> int | None:
         k = _kind(v) if v is not None else _OTHER
         if k in _SCALAR:
@@ -913,6 +954,10 @@ class _Compiler:
             rpath = self.ref_of(value, at)
             if rpath is None:
                 return None
+        else:
+            value = self.typed_literals(value, at)
+            if value is _BAD:
+                return None
         if rpath is not None and op in ("between", "exists", "missing", "matches"):
             self.err(at, "SR122", f"{op} does not accept a ref operand")
             return None
@@ -935,7 +980,11 @@ class _Compiler:
                 return None
             return mk(value, _BOOL, None)
         if isinstance(value, Mapping):
-            self.err(at, "SR122", f"{op}: a mapping operand must be {{ref: path}}")
+            self.err(
+                at,
+                "SR122",
+                f"{op}: a mapping operand must be {{ref: path}}, {{date: ...}} or {{datetime: ...}}",
+            )
             return None
         if op in ("in", "not_in"):
             if not isinstance(value, list | tuple) or not value:
