@@ -265,6 +265,7 @@ class _Replay:
         self._assigned_at: dict[str, list[datetime]] = {}
         self._claimed_at: dict[str, list[datetime]] = {}
         self.opps_of: dict[str, list[str]] = {}
+        self._count_horizon: timedelta | None = None
         self.pending: list[tuple[datetime, int, Event]] = []
         self._seq = 0
 
@@ -286,12 +287,13 @@ class _Replay:
         from salesrules.records import RepCounts
 
         host = self.host
-        cutoff = now - _COUNT_HORIZON
+        cutoff = now - self._horizon()
         assigned = self._assigned_at.get(rep_id, [])
         while assigned and assigned[0] < cutoff:
             assigned.pop(0)
         claimed = self._claimed_at.get(rep_id, [])
-        while claimed and claimed[0] < cutoff:
+        month_ago = now - _COUNT_HORIZON
+        while claimed and claimed[0] < month_ago:
             claimed.pop(0)
         open_records = tuple(
             {"id": split_key(k)[1], "status": host.records[k].get("status", "new")}
@@ -307,6 +309,27 @@ class _Replay:
             last_assigned_at=assigned[-1] if assigned else None,
             by_cap={},
         )
+
+    def _horizon(self) -> timedelta:
+        """How far back assignment/claim times matter: the longest cap period or window.
+
+        Claims are counted per local day and month, so a month is always kept for them;
+        assignment caps need only their longest window (older times are dropped).
+        """
+        if self._count_horizon is None:
+            horizon = timedelta(days=1)
+            caps: tuple[Any, ...] = ()
+            if self.direct and self.policy.has("assignment"):
+                caps = getattr(self.policy.section("assignment"), "caps", ())
+            for cap in caps:
+                if cap.window is not None:
+                    horizon = max(horizon, cap.window)
+                elif cap.period is not None:
+                    horizon = max(horizon, _PERIODS.get(cap.period, _COUNT_HORIZON))
+            if not self.direct:
+                horizon = _COUNT_HORIZON
+            self._count_horizon = horizon + timedelta(days=1)
+        return self._count_horizon
 
     def _counts_for(self, now: datetime) -> dict[str, Any]:
         for rep_id in sorted(self._dirty):
@@ -941,6 +964,8 @@ class _Replay:
 
 
 _EMPTY: Mapping[str, Any] = {}
+
+_PERIODS = {"day": timedelta(days=1), "week": timedelta(days=7), "month": timedelta(days=31)}
 
 #: A customer with no pending check stays protected this long (the host re-asks at each lead).
 _PROTECTION_HORIZON = timedelta(days=365)
