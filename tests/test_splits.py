@@ -768,3 +768,11 @@ def test_reopened_deal_after_all_base_steps_needs_a_new_request(policy: Policy) 
     fin = {"id": "vp-sales", "roles": ["finance_approver"]}
     d = decide_approval(policy, state, "approve", actor=fin, record=REC, owner=OWNER, now=NOW)
     assert d.reason_codes == ("no_step",) and not d.outcome.accepted
+
+
+def test_dump_and_load_give_the_same_policy(policy: Policy) -> None:
+    again = load_policy_string(yaml.safe_dump(policy.dump(), allow_unicode=True))
+    assert again == policy
+    assert dict(again.section("splits").default_shares) == dict(
+        policy.section("splits").default_shares
+    )
