@@ -1876,8 +1876,7 @@ def _decide(
             env, rule, order, lead, creator, cooldowns, errors
         )
         if tb is not None:
-            _trace_candidates(env, tb, rule, order, chosen, tie_break, dict(skipped), lead,
-                              creator, cooldowns)
+            _trace_candidates(tb, rule, order, chosen, tie_break, dict(skipped))
         if chosen is not None:
             rep_id = chosen
             data: dict[str, Any] = {"strategy": rule.strategy, "tie_break": tie_break,
@@ -1943,32 +1942,47 @@ def _set_owner(
 
 
 def _trace_candidates(
-    env: _Env,
     tb: _Tracer,
     rule: CompiledRule,
     order: tuple[str, ...],
     chosen: str | None,
     tie_break: str,
     known: Mapping[str, _Exclusion],
-    lead: Mapping[str, Any],
-    creator: Mapping[str, Any],
-    cooldowns: Mapping[str, datetime],
 ) -> None:
+    """One step per candidate: chosen, excluded (with why), eligible, or not reached.
+
+    Only what the strategy evaluated is reported as such: a rotation stops at the first eligible
+    candidate, so the ones after it are "not reached" (not evaluated) rather than re-checked.
+    """
     if not order:
         tb.add(TraceStatus.NOTE, "the rule's targets name no rep in the roster", rule.ref,
                {"targets": ",".join(str(t) for t in rule.targets)})
+    rotation = rule.strategy in ("round_robin", "creator_first")
+    ref = rule.ref
+    steps = tb.steps
+    unreached: list[str] = []
     for rid in order:
         if rid == chosen:
-            tb.add(TraceStatus.MATCHED, f"candidate {rid} chosen: {tie_break}", rule.ref)
+            steps.append(_new_step(TraceStatus.MATCHED, f"candidate {rid} chosen: {tie_break}",
+                                   ref.id, ref.location, _EMPTY))
             continue
-        ex = known.get(rid) or _exclusion(env, rule, rule.caps, rid, lead, creator, cooldowns,
-                                          None)
-        if ex is None:
-            tb.add(TraceStatus.NOTE, f"candidate {rid} eligible, not chosen ({rule.strategy})",
-                   rule.ref)
+        ex = known.get(rid)
+        if ex is not None:
+            values = MappingProxyType({"code": ex[0], **ex[2]})
+            steps.append(_new_step(TraceStatus.SKIPPED,
+                                   f"candidate {rid} excluded: {ex[0]} — {ex[1]}",
+                                   ref.id, ref.location, values))
+        elif rotation:
+            unreached.append(rid)
         else:
-            tb.add(TraceStatus.SKIPPED, f"candidate {rid} excluded: {ex[0]} — {ex[1]}", rule.ref,
-                   {"code": ex[0], **ex[2]})
+            steps.append(_new_step(TraceStatus.NOTE,
+                                   f"candidate {rid} eligible, not chosen ({rule.strategy})",
+                                   ref.id, ref.location, _EMPTY))
+    if unreached:
+        steps.append(_new_step(TraceStatus.NOTE,
+                               f"candidates not reached (the rotation stopped at {chosen}): "
+                               + ", ".join(unreached),
+                               ref.id, ref.location, _EMPTY))
 
 
 def _finish(
