@@ -890,10 +890,10 @@ def _grade_of(
 
 
 def _grading(policy: Any) -> GradingPolicy:
-    g = policy.section("grading") if _has(policy, "grading") else None
-    if g is None:
+    if not _has(policy, "grading"):
         raise RecordError("policy", "grading", "this policy has no 'grading' section")
-    return g  # type: ignore[no-any-return]
+    g: GradingPolicy = policy.section("grading")
+    return g
 
 
 def _has(policy: Any, name: str) -> bool:
@@ -1603,9 +1603,10 @@ def _eval_clock(c: _Clock, f: _Facts, t: TimeoutsPolicy, now: datetime,
     else:
         anchor, kind = base, "ownership_start"
 
-    if ctype == "stage":
-        d: Duration | None = c.stages[stage]  # type: ignore[index]
-        deadline = cw.add(anchor, d)  # type: ignore[arg-type]
+    d: Duration | None
+    if stage is not None:  # a stage clock (only those set `stage`)
+        d = c.stages[stage]
+        deadline = cw.add(anchor, d)
     elif c.by_grade:
         grade_ = _current_grade(t, f, now)
         d = c.by_grade.get(grade_, c.within) if grade_ is not None else c.within
@@ -1761,7 +1762,9 @@ def _release(t: TimeoutsPolicy, f: _Facts, ev: _Eval, cw: _Clockwork, reasons: l
              errors: list[RuleIssue], tb: TraceBuilder | None,
              ) -> tuple[ReleaseOutcome, list[Effect], list[Assumption]]:
     c = ev.clock
-    deadline = ev.deadline or ev.status.anchor or f.owner_since or datetime.min.replace(tzinfo=UTC)
+    deadline = ev.deadline
+    if deadline is None:  # pragma: no cover - only overdue clocks (with deadlines) get here
+        raise RuntimeError(f"clock {c.id} released without a deadline")
     scope, scope_ref = _scope(c, f, errors, tb)
     records = [f.target]
     if scope == "opportunity_and_customer":
