@@ -11,7 +11,7 @@ RULES = Path(__file__).resolve().parent.parent / "rules"
 
 def main() -> None:
     """Print three deadlines: a Friday evening, National Day week, and a Saturday start."""
-    policy = salesrules.load_policy(RULES)
+    policy = salesrules.load_policy(RULES / "calendar.yaml")
     cases = [
         ("Friday 17:00 + 1 business day", "2026-11-27T17:00:00+08:00", "1 business day"),
         ("eve of National Day + 1 business day", "2026-09-30T17:00:00+08:00", "1 business day"),
