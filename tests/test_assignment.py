@@ -691,3 +691,18 @@ def test_every_reason_code_has_a_golden_case() -> None:
                  "unavailable", "cooldown", "not_same_superior", "not_in_region",
                  "condition_failed", "capped", "zero_weight"):
         assert code in text, code
+
+
+def test_fast_built_payloads_equal_regular_ones() -> None:
+    from types import MappingProxyType
+
+    from salesrules import assignment as A
+    from salesrules.decision import Assumption, Effect, Reason
+
+    data = {"a": 1, "b": {"c": "d"}}
+    assert A._new_reason("x", "m", "r", None, A._fz(data)) == Reason("x", "m", "r", None, data)
+    assert A._new_effect("k", "t", "i", MappingProxyType({"p": None})) == Effect(
+        "k", "t", "i", {"p": None})
+    assert A._new_assumption("k", 3, "d") == Assumption("k", 3, "d")
+    d = assign(bundled(), {"id": "L", "region": "华东"}, now=NOW, roster=ROSTER)
+    assert Decision.from_json(d.to_json()) == d
