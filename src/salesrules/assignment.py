@@ -602,6 +602,7 @@ class CompiledRule:
     strategy: str
     rotation: str
     rotation_by_superior: bool  # one pointer per creator's superior (same_superior targets)
+    index: int  # position in the rule list
     caps: tuple[CompiledCap, ...]
     load_cap: CompiledCap | None
     weight_cap: CompiledCap | None
@@ -926,6 +927,7 @@ def _compile_assignment(model: AssignmentSection, ctx: CompileContext) -> Assign
                 rotation=spec.rotation or ",".join(str(t) for t in targets),
                 rotation_by_superior=spec.rotation is None
                 and any(t.kind == "same_superior" for t in targets),
+                index=i,
                 caps=tuple(rule_caps),
                 load_cap=load_cap,
                 weight_cap=weight_cap,
@@ -1277,8 +1279,8 @@ _STR_FIELDS = ("source", "region", "company", "credit_code", "creator_id")
 class _Env:
     """What a decision reads besides the lead: built once per call, or once per batch."""
 
-    __slots__ = ("ap", "cap_keys", "clock", "customers", "digest", "loads", "owner_params",
-                 "roster", "state", "team_cache")
+    __slots__ = ("ap", "cap_keys", "clock", "customers", "digest", "excl", "loads",
+                 "owner_params", "roster", "state", "team_cache")
 
     def __init__(
         self,
@@ -1300,6 +1302,9 @@ class _Env:
         self.team_cache: dict[int, tuple[str, ...]] = {}
         self.cap_keys: dict[tuple[str, str], tuple[str, str]] = {}
         self.owner_params: dict[tuple[str, str], Mapping[str, Any]] = {}
+        # rep -> rule index -> exclusion, for rules whose exclusions do not depend on the lead
+        # or the creator: valid until the rep's counts change (dropped on every assignment).
+        self.excl: dict[str, dict[int, _Exclusion | None]] = {}
 
 
 def _lead_mapping(lead: Any, text_fields: frozenset[str]) -> Mapping[str, Any]:
@@ -1514,9 +1519,20 @@ def _pick(
     caps = rule.caps
     skipped: list[tuple[str, _Exclusion]] = []
     strategy = rule.strategy
+    memo = env.excl if not cooldowns and not (
+        rule.same_superior or rule.same_region or rule.eligible is not None) else None
+    index = rule.index
 
     def check(rid: str) -> _Exclusion | None:
-        return _exclusion(env, rule, caps, rid, lead, creator, cooldowns, errors)
+        if memo is None:
+            return _exclusion(env, rule, caps, rid, lead, creator, cooldowns, errors)
+        per = memo.get(rid)
+        if per is None:
+            per = memo[rid] = {}
+        elif index in per:
+            return per[index]
+        ex = per[index] = _exclusion(env, rule, caps, rid, lead, creator, cooldowns, errors)
+        return ex
 
     creator_id = None
     if strategy == "creator_first":
@@ -1536,7 +1552,7 @@ def _pick(
             rid = order[(start + k) % n]
             if rid == creator_id:
                 continue
-            ex = _exclusion(env, rule, caps, rid, lead, creator, cooldowns, errors)
+            ex = check(rid)
             if ex is None:
                 return (
                     rid,
@@ -2161,6 +2177,7 @@ def assign_many(
         outcome = decision.outcome
         if outcome.owner_kind == "rep":
             _record_assignment(caps, env.loads.get(outcome.owner_id), lead_map, now)
+            env.excl.pop(outcome.owner_id, None)
     return out
 
 
