@@ -17,8 +17,12 @@ ROSTER = ROOT / "examples" / "data" / "roster.json"
 
 
 def show(text: object) -> None:
-    """Print with rule-file paths relative to the repository (stable across checkouts)."""
-    print(str(text).replace(str(ROOT) + os.sep, ""))
+    """Print with rule-file paths relative to the repository, without the policy digest line.
+
+    Both keep the output stable: the digest changes whenever any bundled rule file does.
+    """
+    lines = str(text).replace(str(ROOT) + os.sep, "").splitlines()
+    print("\n".join(line for line in lines if not line.startswith("  policy ")))
 
 
 def main() -> None:
