@@ -187,6 +187,85 @@ class Policy:
                 out.extend(spec.kinds)
         return tuple(out)
 
+    # -- domain shortcuts: each calls the domain function with this policy ----------------------
+    def assign(self, lead: Any, **options: Any) -> Decision[Any]:
+        """Assign a new lead; see :func:`salesrules.assignment.assign` for the options."""
+        from salesrules.assignment import assign
+
+        return assign(self, lead, **options)
+
+    def assign_many(self, leads: Any, **options: Any) -> list[Decision[Any]]:
+        """Assign leads in order, threading the state; see :func:`salesrules.assignment.assign_many`."""
+        from salesrules.assignment import assign_many
+
+        return assign_many(self, leads, **options)
+
+    def claim(self, rep: Any, records: Any, **options: Any) -> Decision[Any]:
+        """Claim records from a public pool (all or nothing); see :func:`salesrules.assignment.claim`."""
+        from salesrules.assignment import claim
+
+        return claim(self, rep, records, **options)
+
+    def grade(self, lead: Any, *, explain: bool = False) -> Decision[Any]:
+        """Grade a lead by completeness; see :func:`salesrules.timeouts.grade`."""
+        from salesrules.timeouts import grade
+
+        return grade(self, lead, explain=explain)
+
+    def check(self, record: Any, **options: Any) -> Decision[Any]:
+        """Check a record's release clocks at ``now``; see :func:`salesrules.timeouts.check`."""
+        from salesrules.timeouts import check
+
+        return check(self, record, **options)
+
+    def sweep(self, items: Any, now: datetime) -> Any:
+        """Check many records lazily (an iterator of decisions); see :func:`salesrules.timeouts.sweep`."""
+        from salesrules.timeouts import sweep
+
+        return sweep(self, items, now)
+
+    def check_transition(self, opportunity: Any, **options: Any) -> Decision[Any]:
+        """Check a stage transition; see :func:`salesrules.stages.check_transition`."""
+        from salesrules.stages import check_transition
+
+        return check_transition(self, opportunity, **options)
+
+    def available_transitions(self, opportunity: Any, **options: Any) -> Decision[Any]:
+        """List the transitions out of the current stage; see :func:`salesrules.stages.available_transitions`."""
+        from salesrules.stages import available_transitions
+
+        return available_transitions(self, opportunity, **options)
+
+    def validate_collaboration_request(self, request: Any, **options: Any) -> Decision[Any]:
+        """Validate a collaboration request; see :func:`salesrules.splits.validate_request`."""
+        from salesrules.splits import validate_request
+
+        return validate_request(self, request, **options)
+
+    def decide_approval(self, state: Any, action: str, **options: Any) -> Decision[Any]:
+        """Decide an approval action on a request; see :func:`salesrules.splits.decide_approval`."""
+        from salesrules.splits import decide_approval
+
+        return decide_approval(self, state, action, **options)
+
+    def split(self, deal: Any, members: Any = None, **options: Any) -> Decision[Any]:
+        """Split a deal's credit exactly; see :func:`salesrules.splits.split`."""
+        from salesrules.splits import split
+
+        return split(self, deal, members, **options)
+
+    def on_contract_event(self, event: Any, **options: Any) -> Decision[Any]:
+        """Decide a contract event (approved/verified/revoked/amended); see :mod:`salesrules.handoff`."""
+        from salesrules.handoff import on_contract_event
+
+        return on_contract_event(self, event, **options)
+
+    def on_project_status(self, event: Any, **options: Any) -> Decision[Any]:
+        """Map a project status event to CRM updates; see :func:`salesrules.handoff.on_project_status`."""
+        from salesrules.handoff import on_project_status
+
+        return on_project_status(self, event, **options)
+
     def decide(self, request: Mapping[str, Any] | str) -> Decision[Any]:
         """Decide a JSON-style request: ``{"kind": ..., "now": ISO-8601, "explain": bool, ...}``.
 
