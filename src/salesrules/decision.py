@@ -320,6 +320,7 @@ OUTCOME_TYPES: Mapping[str, str] = MappingProxyType(
         "claim": "salesrules.assignment:ClaimOutcome",
         "grade": "salesrules.timeouts:GradeOutcome",
         "check": "salesrules.timeouts:CheckOutcome",
+        "sweep": "salesrules.timeouts:SweepOutcome",
         "transition": "salesrules.stages:StageVerdict",
         "available_transitions": "salesrules.stages:AvailableTransitions",
         "collaboration_request": "salesrules.splits:RequestVerdict",

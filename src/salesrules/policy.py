@@ -224,6 +224,12 @@ class Policy:
 
         return sweep(self, items, now)
 
+    def sweep_all(self, items: Any, now: datetime) -> Decision[Any]:
+        """Sweep and collect into one ``sweep`` decision; see :func:`salesrules.timeouts.sweep_all`."""
+        from salesrules.timeouts import sweep_all
+
+        return sweep_all(self, items, now)
+
     def check_transition(self, opportunity: Any, **options: Any) -> Decision[Any]:
         """Check a stage transition; see :func:`salesrules.stages.check_transition`."""
         from salesrules.stages import check_transition
