@@ -1271,6 +1271,7 @@ class ClaimOutcome:
 # =============================================================================================
 
 _Exclusion = tuple[str, str, Mapping[str, Any]]  # (code, message, data)
+_CapRow = tuple["CompiledCap", str, int, str, str]  # (cap, id, rep's max, key, description)
 _FILTER_CODES = frozenset({"not_same_superior", "not_in_region", "condition_failed"})
 _MIN_TIME = datetime(1, 1, 1, tzinfo=__import__("datetime").timezone.utc)
 _STR_FIELDS = ("source", "region", "company", "credit_code", "creator_id")
@@ -1279,8 +1280,9 @@ _STR_FIELDS = ("source", "region", "company", "credit_code", "creator_id")
 class _Env:
     """What a decision reads besides the lead: built once per call, or once per batch."""
 
-    __slots__ = ("ap", "cap_keys", "clock", "customers", "digest", "excl", "loads",
-                 "owner_params", "roster", "state", "team_cache")
+    __slots__ = ("ap", "cap_rows", "clock", "customers", "digest", "excl", "loads",
+                 "none_by_rep", "none_memo", "owner_params", "reasons", "rep_static", "roster",
+                 "rr_keys", "state", "team_cache")
 
     def __init__(
         self,
@@ -1300,11 +1302,34 @@ class _Env:
         self.clock = clock
         self.state = state
         self.team_cache: dict[int, tuple[str, ...]] = {}
-        self.cap_keys: dict[tuple[str, str], tuple[str, str]] = {}
         self.owner_params: dict[tuple[str, str], Mapping[str, Any]] = {}
         # rep -> rule index -> exclusion, for rules whose exclusions do not depend on the lead
         # or the creator: valid until the rep's counts change (dropped on every assignment).
         self.excl: dict[str, dict[int, _Exclusion | None]] = {}
+        # rule index -> (pointer it was computed for, every candidate excluded): a rotation that
+        # found nobody eligible, valid while none of the candidates' counts change (the entries
+        # are dropped with ``excl`` on an assignment to any of them, through ``none_by_rep``).
+        self.none_memo: dict[int, tuple[str | None, list[tuple[str, _Exclusion]]]] = {}
+        self.none_by_rep: dict[str, set[int]] = {}
+        # rep -> its exclusion that depends only on the roster and ``now`` (fixed per call).
+        self.rep_static: dict[str, _Exclusion | None] = {}
+        # (id of a caps tuple held by ``ap``, rep) -> the caps that apply to the rep, with their
+        # id, the rep's max and the assumption key and description.
+        self.cap_rows: dict[tuple[int, str], tuple[_CapRow, ...]] = {}
+        self.rr_keys: dict[int, str] = {}  # rule index -> "rr:<rotation>" (not per superior)
+        # Reasons are immutable: equal ones built for earlier leads of the batch are reused.
+        # Keyed by what they depend on; an int key (rule index) holds the memoised skipped list
+        # of ``none_memo`` with the reason built for it.
+        self.reasons: dict[Any, Any] = {}
+
+    def release(self, rep_id: str) -> None:
+        """Forget what was memoised about ``rep_id``'s eligibility (its counts changed)."""
+        self.excl.pop(rep_id, None)
+        rules = self.none_by_rep.pop(rep_id, None)
+        if rules:
+            memo = self.none_memo
+            for index in rules:
+                memo.pop(index, None)
 
 
 def _lead_mapping(lead: Any, text_fields: frozenset[str]) -> Mapping[str, Any]:
@@ -1406,22 +1431,59 @@ def _caps_for(caps: tuple[CompiledCap, ...], rep: RosterRep) -> Iterator[Compile
             yield cap
 
 
+def _cap_rows(env: _Env, caps: tuple[CompiledCap, ...], rep: RosterRep) -> tuple[_CapRow, ...]:
+    """The caps of ``caps`` that apply to ``rep`` (cached per call / batch)."""
+    rows = env.cap_rows.get((id(caps), rep.id))
+    if rows is None:
+        rid = rep.id
+        rows = env.cap_rows[(id(caps), rid)] = tuple(
+            (cap, cap.id, cap.limit(rid), f"cap:{cap.id}:{rid}", f"{cap.id} count of {rid}")
+            for cap in caps
+            if cap.applies_to is None or cap.applies_to.matches(rep)
+        )
+    return rows
+
+
 def _cap_assumptions(env: _Env, caps: tuple[CompiledCap, ...], rep_id: str) -> list[Assumption]:
     """The counts the decision relied on for ``rep_id``, one assumption per applicable cap."""
     rep = env.roster.get(rep_id)
     if rep is None:
         return []
     load = env.loads.get(rep_id)
-    keys = env.cap_keys
+    by_cap = load.by_cap
     out: list[Assumption] = []
-    for cap in caps:
-        if cap.applies_to is not None and not cap.applies_to.matches(rep):
-            continue
-        names = keys.get((cap.id, rep_id))
-        if names is None:
-            names = keys[(cap.id, rep_id)] = (f"cap:{cap.id}:{rep_id}", f"{cap.id} count of {rep_id}")
-        out.append(_new_assumption(names[0], _count(cap, load, env.clock), names[1]))
+    for cap, cid, _limit, key, description in _cap_rows(env, caps, rep):
+        n = by_cap.get(cid)
+        if n is None:
+            n = _count(cap, load, env.clock)
+        out.append(_new_assumption(key, n, description))
     return out
+
+
+def _rep_exclusion(env: _Env, rep_id: str) -> _Exclusion | None:
+    """The exclusions that depend only on the rep and ``now`` (cached per call / batch)."""
+    try:
+        return env.rep_static[rep_id]
+    except KeyError:
+        pass
+    rep = env.roster.get(rep_id)
+    ex: _Exclusion | None = None
+    if rep is None:
+        ex = ("not_in_roster", f"{rep_id} is not in the roster", _EMPTY)
+    elif not rep.active:
+        ex = ("inactive", f"{rep_id} is inactive", _EMPTY)
+    else:
+        now = env.clock.now
+        if rep.availability and not any(w.start <= now < w.end for w in rep.availability):
+            ex = ("unavailable", f"{rep_id} is outside its availability windows", _EMPTY)
+        else:
+            for w in rep.away:
+                if w.start <= now < w.end:
+                    ex = ("unavailable", f"{rep_id} is away until {w.end.isoformat()}",
+                          {"until": w.end.isoformat()})
+                    break
+    env.rep_static[rep_id] = ex
+    return ex
 
 
 def _exclusion(
@@ -1435,22 +1497,18 @@ def _exclusion(
     errors: list[RuleIssue] | None,
 ) -> _Exclusion | None:
     """Why ``rep_id`` may not receive the lead under ``rule`` (``None`` = eligible)."""
+    static = _rep_exclusion(env, rep_id)
+    if static is not None:
+        return static
     rep = env.roster.get(rep_id)
-    if rep is None:
+    if rep is None:  # not reached: not_in_roster is a static exclusion
         return ("not_in_roster", f"{rep_id} is not in the roster", _EMPTY)
-    if not rep.active:
-        return ("inactive", f"{rep_id} is inactive", _EMPTY)
-    now = env.clock.now
-    if rep.availability and not any(w.start <= now < w.end for w in rep.availability):
-        return ("unavailable", f"{rep_id} is outside its availability windows", _EMPTY)
-    for w in rep.away:
-        if w.start <= now < w.end:
-            return ("unavailable", f"{rep_id} is away until {w.end.isoformat()}",
-                    {"until": w.end.isoformat()})
-    until = cooldowns.get(rep_id) if cooldowns else None
-    if until is not None and now < until:
-        return ("cooldown", f"{rep_id} is in a cooldown for this lead until {until.isoformat()}",
-                {"until": until.isoformat()})
+    if cooldowns:
+        until = cooldowns.get(rep_id)
+        if until is not None and env.clock.now < until:
+            return ("cooldown",
+                    f"{rep_id} is in a cooldown for this lead until {until.isoformat()}",
+                    {"until": until.isoformat()})
     if rule is not None:
         if rule.same_superior:
             manager = creator.get("manager_id")
@@ -1472,14 +1530,14 @@ def _exclusion(
                 return ("condition_failed", f"{rep_id} fails the rule's eligible condition", _EMPTY)
     if caps:
         load = env.loads.get(rep_id)
-        for cap in caps:
-            if cap.applies_to is not None and not cap.applies_to.matches(rep):
-                continue
-            n = _count(cap, load, env.clock)
-            limit = cap.limit(rep_id)
+        by_cap = load.by_cap
+        for cap, cid, limit, _key, _description in _cap_rows(env, caps, rep):
+            n = by_cap.get(cid)
+            if n is None:
+                n = _count(cap, load, env.clock)
             if n >= limit:
-                return ("capped", f"{rep_id} is at cap {cap.id}: {n} of {limit}",
-                        {"cap": cap.id, "count": n, "max": limit})
+                return ("capped", f"{rep_id} is at cap {cid}: {n} of {limit}",
+                        {"cap": cid, "count": n, "max": limit})
     return None
 
 
@@ -1544,15 +1602,46 @@ def _pick(
             skipped.append((cid, ex))
             creator_id = cid
     if strategy == "round_robin" or strategy == "creator_first":
-        key = "rr:" + _rotation(rule, creator)
-        last, version = _rr_state(env.state, key)
+        if rule.rotation_by_superior:
+            key = "rr:" + _rotation(rule, creator)
+        else:
+            key = env.rr_keys.get(index) or env.rr_keys.setdefault(index, "rr:" + rule.rotation)
+        state = env.state
+        raw = state.get(key)
+        if raw is None:
+            last: str | None = None
+            version = 0
+        elif type(raw) is MappingProxyType:
+            last, version = raw.get("last"), raw.get("version", 0)
+            if not ((last is None or type(last) is str) and type(version) is int):
+                last, version = _rr_state(state, key)
+        else:
+            last, version = _rr_state(state, key)
+        # A rotation of a lead-independent rule that found nobody eligible finds the same
+        # again while the pointer and every candidate's counts are unchanged.
+        whole = memo is not None and creator_id is None and env.team_cache.get(index) is order
+        if whole:
+            seen = env.none_memo.get(index)
+            if seen is not None and seen[0] == last:
+                return (None, seen[1], "", {}, [])
         n = len(order)
         start = bisect.bisect_right(order, last) if last is not None else 0
         for k in range(n):
             rid = order[(start + k) % n]
             if rid == creator_id:
                 continue
-            ex = check(rid)
+            if memo is None:
+                ex = _exclusion(env, rule, caps, rid, lead, creator, cooldowns, errors)
+            else:
+                per = memo.get(rid)
+                if per is None:
+                    ex = _exclusion(env, rule, caps, rid, lead, creator, cooldowns, errors)
+                    memo[rid] = {index: ex}
+                elif index in per:
+                    ex = per[index]
+                else:
+                    ex = per[index] = _exclusion(env, rule, caps, rid, lead, creator, cooldowns,
+                                                 errors)
             if ex is None:
                 return (
                     rid,
@@ -1562,6 +1651,15 @@ def _pick(
                     [_new_assumption(f"state:{key}", version, "rotation pointer version")],
                 )
             skipped.append((rid, ex))
+        if whole:
+            env.none_memo[index] = (last, skipped)
+            by_rep = env.none_by_rep
+            for rid in order:
+                rules = by_rep.get(rid)
+                if rules is None:
+                    by_rep[rid] = {index}
+                else:
+                    rules.add(index)
         return (None, skipped, "", {}, [])
     eligible: list[str] = []
     for rid in order:
@@ -1895,15 +1993,21 @@ def _decide(
             _trace_candidates(tb, rule, order, chosen, tie_break, dict(skipped))
         if chosen is not None:
             rep_id = chosen
-            data: dict[str, Any] = {"strategy": rule.strategy, "tie_break": tie_break,
-                                    "candidates": len(order)}
-            if skipped:
-                data["skipped"] = MappingProxyType({r: ex[0] for r, ex in skipped})
-            reasons.append(_new_reason(
-                "rule_matched",
-                f"rule {rule.id} picks {rep_id} by {rule.strategy}",
-                rule.id, rule.ref.location, MappingProxyType(data),
-            ))
+            # The reason depends only on these; an equal one built earlier is reused.
+            rkey = (index, rep_id, tie_break, len(order),
+                    tuple([(r, ex[0]) for r, ex in skipped]) if skipped else None)
+            reason = env.reasons.get(rkey)
+            if reason is None:
+                data: dict[str, Any] = {"strategy": rule.strategy, "tie_break": tie_break,
+                                        "candidates": len(order)}
+                if skipped:
+                    data["skipped"] = MappingProxyType({r: ex[0] for r, ex in skipped})
+                reason = env.reasons[rkey] = _new_reason(
+                    "rule_matched",
+                    f"rule {rule.id} picks {rep_id} by {rule.strategy}",
+                    rule.id, rule.ref.location, MappingProxyType(data),
+                )
+            reasons.append(reason)
             assumptions = pick_assumptions
             if rule.caps:
                 assumptions = [*_cap_assumptions(env, rule.caps, rep_id), *assumptions]
@@ -1913,19 +2017,28 @@ def _decide(
                            [_set_owner(lead_id, rep_id, "rep", env)], tb)
         # all_capped: the reps the rule really targets (those past its filters: same superior,
         # same region, eligible condition) exist and every one of them is capped.
-        targeted = [ex[0] for _, ex in skipped if ex[0] not in _FILTER_CODES]
-        all_capped = bool(targeted) and all(code == "capped" for code in targeted)
-        code = "all_capped" if all_capped else "no_eligible_rep"
-        excluded = {r: ex[0] for r, ex in skipped}
         overflow = rule.overflow
-        where = "the next rules" if overflow is None else str(
-            ap.default if overflow.kind == "default" else overflow)
-        reasons.append(_new_reason(
-            code,
-            f"rule {rule.id}: none of {len(order)} candidate(s) is eligible; trying {where}",
-            rule.id, rule.ref.location,
-            _fz({"candidates": len(order), "excluded": excluded}),
-        ))
+        seen = env.reasons.get(index)  # (the memoised skipped list, its reason)
+        if seen is not None and seen[0] is skipped:
+            reason = seen[1]
+            code = reason.code
+        else:
+            targeted = [ex[0] for _, ex in skipped if ex[0] not in _FILTER_CODES]
+            all_capped = bool(targeted) and all(code == "capped" for code in targeted)
+            code = "all_capped" if all_capped else "no_eligible_rep"
+            excluded = {r: ex[0] for r, ex in skipped}
+            where = "the next rules" if overflow is None else str(
+                ap.default if overflow.kind == "default" else overflow)
+            reason = _new_reason(
+                code,
+                f"rule {rule.id}: none of {len(order)} candidate(s) is eligible; trying {where}",
+                rule.id, rule.ref.location,
+                _fz({"candidates": len(order), "excluded": excluded}),
+            )
+            memo = env.none_memo.get(index)
+            if memo is not None and memo[1] is skipped:
+                env.reasons[index] = (skipped, reason)
+        reasons.append(reason)
         if overflow is None:
             start = index + 1
             continue
@@ -2017,7 +2130,8 @@ def _finish(
         tuple(reasons),
         tuple(effects),
         tuple(assumptions),
-        MappingProxyType(dict(state)) if state else _EMPTY,
+        (MappingProxyType(state) if type(state) is dict else MappingProxyType(dict(state)))
+        if state else _EMPTY,
         None,
         tuple(errors),
         tb.build() if tb is not None else None,
@@ -2177,7 +2291,7 @@ def assign_many(
         outcome = decision.outcome
         if outcome.owner_kind == "rep":
             _record_assignment(caps, env.loads.get(outcome.owner_id), lead_map, now)
-            env.excl.pop(outcome.owner_id, None)
+            env.release(outcome.owner_id)
     return out
 
 
