@@ -347,3 +347,84 @@ def outcome_type_for(kind: str) -> Any:
 def reasons_of(items: Iterable[Reason]) -> tuple[Reason, ...]:
     """Freeze reasons into a tuple (helper for domain modules)."""
     return tuple(items)
+
+
+# -- private fast constructors ------------------------------------------------------------------
+# Hot paths (stage gates) build many decisions. These set the slots directly, skipping the
+# dataclass ``__init__`` (one ``object.__setattr__`` per field) and ``__post_init__``; the caller
+# guarantees that mappings are already frozen JSON (``_EMPTY`` or a ``MappingProxyType`` of
+# JSON-native values, as ``freeze_json`` would return), so the result equals the regular one.
+
+_new = object.__new__
+_SET_DECISION = tuple(
+    Decision.__dict__[f].__set__
+    for f in (
+        "kind", "outcome", "reasons", "effects", "assumptions", "state", "next_check_at",
+        "errors", "trace", "policy_digest",
+    )
+)
+_SET_REASON = tuple(
+    Reason.__dict__[f].__set__
+    for f in ("code", "message", "rule_id", "location", "data")
+)
+_SET_EFFECT = tuple(
+    Effect.__dict__[f].__set__
+    for f in ("kind", "target", "idempotency_key", "params")
+)
+
+
+def _fast_decision(
+    kind: str,
+    outcome: Any,
+    reasons: tuple[Reason, ...],
+    effects: tuple[Effect, ...] = (),
+    assumptions: tuple[Assumption, ...] = (),
+    errors: tuple[RuleIssue, ...] = (),
+    trace: Trace | None = None,
+    policy_digest: str = "",
+) -> Decision[Any]:
+    """``Decision(...)`` with an empty state and no next check (private, hot paths only)."""
+    d: Decision[Any] = _new(Decision)
+    s_kind, s_out, s_rsn, s_eff, s_asm, s_state, s_next, s_err, s_trace, s_dig = _SET_DECISION
+    s_kind(d, kind)
+    s_out(d, outcome)
+    s_rsn(d, reasons)
+    s_eff(d, effects)
+    s_asm(d, assumptions)
+    s_state(d, _EMPTY)
+    s_next(d, None)
+    s_err(d, errors)
+    s_trace(d, trace)
+    s_dig(d, policy_digest)
+    return d
+
+
+def _fast_reason(
+    code: str,
+    message: str,
+    rule_id: str | None = None,
+    location: Location | None = None,
+    data: Mapping[str, Any] = _EMPTY,
+) -> Reason:
+    """``Reason(...)`` whose ``data`` is already frozen JSON (private, hot paths only)."""
+    r: Reason = _new(Reason)
+    s_code, s_msg, s_rule, s_loc, s_data = _SET_REASON
+    s_code(r, code)
+    s_msg(r, message)
+    s_rule(r, rule_id)
+    s_loc(r, location)
+    s_data(r, data if data else _EMPTY)
+    return r
+
+
+def _fast_effect(
+    kind: str, target: str, idempotency_key: str, params: Mapping[str, Any]
+) -> Effect:
+    """``Effect(...)`` whose ``params`` are already frozen JSON (private, hot paths only)."""
+    e: Effect = _new(Effect)
+    s_kind, s_target, s_key, s_params = _SET_EFFECT
+    s_kind(e, kind)
+    s_target(e, target)
+    s_key(e, idempotency_key)
+    s_params(e, params if params else _EMPTY)
+    return e

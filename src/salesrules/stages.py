@@ -25,6 +25,7 @@ exception. See ``docs/stages.md``.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,9 @@ from salesrules.decision import (
     RuleRef,
     TraceBuilder,
     TraceStatus,
+    _fast_decision,
+    _fast_effect,
+    _fast_reason,
 )
 from salesrules.errors import Location, RecordError
 from salesrules.records import StageActor, StageOpportunity, coerce
@@ -294,6 +298,28 @@ def _static(unmet: UnmetRequirement) -> UnmetRequirement:
     return unmet
 
 
+_SET_UNMET = tuple(
+    UnmetRequirement.__dict__[f].__set__
+    for f in ("code", "subject", "message", "rule_id", "location", "_reason")
+)
+
+
+def _unmet(
+    code: str, subject: str, message: str, rule_id: str | None, location: Location | None
+) -> UnmetRequirement:
+    """``UnmetRequirement(...)`` with its reason attached, built without the dataclass
+    ``__init__`` (hot path: a refusal whose message carries the actual value)."""
+    u: UnmetRequirement = object.__new__(UnmetRequirement)
+    s_code, s_subject, s_message, s_rule, s_loc, s_reason = _SET_UNMET
+    s_code(u, code)
+    s_subject(u, subject)
+    s_message(u, message)
+    s_rule(u, rule_id)
+    s_loc(u, location)
+    s_reason(u, _fast_reason(code, message, rule_id, location))
+    return u
+
+
 @dataclass(frozen=True, slots=True)
 class StageVerdict:
     """Whether an opportunity may move to ``to_stage`` now.
@@ -334,6 +360,41 @@ class StageVerdict:
             return f"allowed {move}"
         items = ", ".join(f"{f.code} {f.subject}" for f in self.failed)
         return f"refused {move} ({len(self.failed)} unmet: {items})"
+
+
+_SET_VERDICT = tuple(
+    StageVerdict.__dict__[f].__set__
+    for f in (
+        "allowed", "opportunity_id", "from_stage", "to_stage", "transition_id", "failed",
+        "waived", "bypass", "to_label",
+    )
+)
+
+
+def _verdict(
+    allowed: bool,
+    opportunity_id: str,
+    from_stage: str,
+    to_stage: str,
+    transition_id: str | None,
+    failed: tuple[UnmetRequirement, ...],
+    waived: tuple[UnmetRequirement, ...],
+    bypass: str | None,
+    to_label: str,
+) -> StageVerdict:
+    """``StageVerdict(...)`` without the dataclass ``__init__`` (hot path)."""
+    v: StageVerdict = object.__new__(StageVerdict)
+    s_allowed, s_opp, s_from, s_to, s_tr, s_failed, s_waived, s_bypass, s_label = _SET_VERDICT
+    s_allowed(v, allowed)
+    s_opp(v, opportunity_id)
+    s_from(v, from_stage)
+    s_to(v, to_stage)
+    s_tr(v, transition_id)
+    s_failed(v, failed)
+    s_waived(v, waived)
+    s_bypass(v, bypass)
+    s_label(v, to_label)
+    return v
 
 
 @dataclass(frozen=True, slots=True)
@@ -685,7 +746,7 @@ def _short(value: Any) -> str:
 class _FieldReq(_Req):
     """A required field with typed checks; returns the first problem found."""
 
-    __slots__ = ("checks", "ftype", "message", "missing", "name", "values")
+    __slots__ = ("checks", "ftype", "message", "missing", "name", "ops", "values")
 
     def __init__(
         self,
@@ -701,6 +762,8 @@ class _FieldReq(_Req):
         self.ftype = ftype
         self.values = values
         self.checks = checks
+        # each check as (function, operand): no per-call dispatch on the op name
+        self.ops = tuple((_OPS[op], operand) for op, operand in checks)
         self.message = message
         self.ref = ref
         what = name if label in ("", name) else f"{name} ({label})"
@@ -715,7 +778,7 @@ class _FieldReq(_Req):
         )
 
     def _invalid(self, text: str) -> UnmetRequirement:
-        return UnmetRequirement(
+        return _unmet(
             "field_invalid",
             self.name,
             f"{self.message} ({text})" if self.message else text,
@@ -725,12 +788,18 @@ class _FieldReq(_Req):
 
     def check(self, env: _Env) -> UnmetRequirement | None:
         raw = env.opp.data.get(self.name)
-        if _is_empty(raw):
+        if raw is None:
+            return self.missing
+        traw = type(raw)
+        if traw is not Decimal and traw is not int and _is_empty(raw):
             return self.missing
         ftype = self.ftype
         value: Any = raw
         if ftype in ("number", "integer"):
-            value = _as_number(raw)
+            if traw is Decimal:
+                value = raw if raw.is_finite() else None  # as _as_number
+            else:
+                value = _as_number(raw)
             if value is None or (ftype == "integer" and value != value.to_integral_value()):
                 return self._invalid(f"{self.name} must be a {ftype}, got {_short(raw)}")
         elif ftype == "date":
@@ -755,52 +824,11 @@ class _FieldReq(_Req):
             return self._invalid(
                 f"{self.name} must be one of {', '.join(sorted(self.values))}, got {_short(raw)}"
             )
-        for op, operand in self.checks:
-            problem = self._apply(op, operand, value, env)
+        for fn, operand in self.ops:
+            problem = fn(self.name, operand, value, env)
             if problem is not None:
                 return self._invalid(problem)
         return None
-
-    def _apply(self, op: str, operand: Any, value: Any, env: _Env) -> str | None:
-        name = self.name
-        if op == "gt":
-            return None if value > operand else f"{name} must be > {operand}, got {value}"
-        if op == "ge":
-            return None if value >= operand else f"{name} must be >= {operand}, got {value}"
-        if op == "lt":
-            return None if value < operand else f"{name} must be < {operand}, got {value}"
-        if op == "le":
-            return None if value <= operand else f"{name} must be <= {operand}, got {value}"
-        if op == "eq":
-            ok = (value == operand and type(value) is type(operand)) or (
-                isinstance(value, Decimal) and _as_number(operand) == value
-            )
-            return None if ok else f"{name} must be {_short(operand)}, got {_short(value)}"
-        if op == "in":
-            if isinstance(value, Decimal):
-                ok = any(_as_number(o) == value for o in operand)
-            else:
-                ok = value in operand
-            shown = ", ".join(str(o) for o in operand)
-            return None if ok else f"{name} must be one of {shown}, got {_short(value)}"
-        if op == "not_past":
-            if isinstance(value, datetime):
-                ok = value >= env.utc_now()
-            else:
-                ok = value >= env.today()
-            return None if ok else f"{name} {value.isoformat()} is in the past"
-        if op == "not_future":
-            if isinstance(value, datetime):
-                ok = value <= env.utc_now()
-            else:
-                ok = value <= env.today()
-            return None if ok else f"{name} {value.isoformat()} is in the future"
-        if op == "matches":
-            return None if operand.search(value) else f"{name} does not match {operand.pattern}"
-        if op == "min_length":
-            size = len(value.strip()) if isinstance(value, str) else len(value)
-            return None if size >= operand else f"{name} needs at least {operand}, got {size}"
-        return None  # pragma: no cover - ops are validated at compile time
 
 
 #: Which checks fit which field types (compile-time SR246 otherwise).
@@ -816,6 +844,73 @@ _CHECKS_FOR: Mapping[str, frozenset[str]] = MappingProxyType(
         "list": frozenset({"min_length"}),
     }
 )
+
+
+def _op_gt(name: str, operand: Any, value: Any, env: _Env) -> str | None:
+    return None if value > operand else f"{name} must be > {operand}, got {value}"
+
+
+def _op_ge(name: str, operand: Any, value: Any, env: _Env) -> str | None:
+    return None if value >= operand else f"{name} must be >= {operand}, got {value}"
+
+
+def _op_lt(name: str, operand: Any, value: Any, env: _Env) -> str | None:
+    return None if value < operand else f"{name} must be < {operand}, got {value}"
+
+
+def _op_le(name: str, operand: Any, value: Any, env: _Env) -> str | None:
+    return None if value <= operand else f"{name} must be <= {operand}, got {value}"
+
+
+def _op_eq(name: str, operand: Any, value: Any, env: _Env) -> str | None:
+    ok = (value == operand and type(value) is type(operand)) or (
+        isinstance(value, Decimal) and _as_number(operand) == value
+    )
+    return None if ok else f"{name} must be {_short(operand)}, got {_short(value)}"
+
+
+def _op_in(name: str, operand: Any, value: Any, env: _Env) -> str | None:
+    if isinstance(value, Decimal):
+        ok = any(_as_number(o) == value for o in operand)
+    else:
+        ok = value in operand
+    shown = ", ".join(str(o) for o in operand)
+    return None if ok else f"{name} must be one of {shown}, got {_short(value)}"
+
+
+def _op_not_past(name: str, operand: Any, value: Any, env: _Env) -> str | None:
+    if isinstance(value, datetime):
+        ok = value >= env.utc_now()
+    else:
+        ok = value >= env.today()
+    return None if ok else f"{name} {value.isoformat()} is in the past"
+
+
+def _op_not_future(name: str, operand: Any, value: Any, env: _Env) -> str | None:
+    if isinstance(value, datetime):
+        ok = value <= env.utc_now()
+    else:
+        ok = value <= env.today()
+    return None if ok else f"{name} {value.isoformat()} is in the future"
+
+
+def _op_matches(name: str, operand: Any, value: Any, env: _Env) -> str | None:
+    return None if operand.search(value) else f"{name} does not match {operand.pattern}"
+
+
+def _op_min_length(name: str, operand: Any, value: Any, env: _Env) -> str | None:
+    size = len(value.strip()) if isinstance(value, str) else len(value)
+    return None if size >= operand else f"{name} needs at least {operand}, got {size}"
+
+
+#: Field check op -> its function (the message when it fails, else ``None``).
+_OPS: Mapping[str, Callable[[str, Any, Any, _Env], str | None]] = MappingProxyType(
+    {
+        "gt": _op_gt, "ge": _op_ge, "lt": _op_lt, "le": _op_le, "eq": _op_eq, "in": _op_in,
+        "not_past": _op_not_past, "not_future": _op_not_future, "matches": _op_matches,
+        "min_length": _op_min_length,
+    }
+)  # fmt: skip
 
 
 # -- actions -----------------------------------------------------------------------------------
@@ -1400,33 +1495,39 @@ class _OppView:
     def __init__(
         self,
         data: Mapping[str, Any],
-        kinds: frozenset[str],
-        approved: frozenset[str],
+        ident: str,
+        stage: str,
+        owner_id: str | None,
+        owner_manager_id: str | None,
+        collaborators: Sequence[str],
+        kinds: set[str],
+        checklist: Mapping[str, Any],
+        approved: set[str],
     ) -> None:
+        # The values were read (and checked) by _fast_opportunity; the sets are private to
+        # this one evaluation.
         self.data = data
-        self.id: str = data["id"]
-        self.stage: str = data["stage"]
-        self.owner_id: str | None = data.get("owner_id")
-        self.owner_manager_id: str | None = data.get("owner_manager_id")
-        self.collaborators: Sequence[str] = data.get("collaborator_ids") or ()
+        self.id = ident
+        self.stage = stage
+        self.owner_id = owner_id
+        self.owner_manager_id = owner_manager_id
+        self.collaborators = collaborators
         self.attachment_kinds = kinds
-        self.checklist: Mapping[str, Any] = data.get("checklist") or _EMPTY
+        self.checklist = checklist
         self.approved = approved
 
 
 class _ActorView:
     __slots__ = ("data", "id", "permissions", "roles")
 
-    def __init__(self, data: Mapping[str, Any]) -> None:
+    def __init__(
+        self, data: Mapping[str, Any], ident: str, roles: Any, permissions: Any
+    ) -> None:
         self.data = data
-        self.id: str = data["id"]
+        self.id: str = ident
         # Short sequences: membership tests beat building sets on every call.
-        self.roles: Sequence[str] = data.get("roles") or ()
-        self.permissions: Sequence[str] = data.get("permissions") or ()
-
-
-def _is_map(v: Any) -> bool:
-    return type(v) is dict or isinstance(v, Mapping)
+        self.roles: Sequence[str] = roles or ()
+        self.permissions: Sequence[str] = permissions or ()
 
 
 def _str_or_none(v: Any) -> bool:
@@ -1438,55 +1539,93 @@ def _str_seq(v: Any) -> bool:
         return True
     if type(v) is not list and type(v) is not tuple:
         return False
-    for x in v:  # noqa: SIM110 - a plain loop beats all() on this hot path
-        if type(x) is not str:
-            return False
-    return True
+    return _STR_T.issuperset(map(type, v))  # every item exactly a str
 
 
 _SEQ = (list, tuple)
+_STR_T = frozenset({str})
+_BOOL_T = frozenset({bool})
+_DICT_T = frozenset({dict})
+_ONE_T = frozenset({1})
+_KIND = operator.itemgetter("kind")
+
+
+def _attachment_kinds(atts: Sequence[Any]) -> set[str] | None:
+    """The kinds of a list of attachments, or ``None`` when one is not what pydantic accepts."""
+    kinds: set[str] = set()
+    for a in atts:
+        if type(a) is not dict and not isinstance(a, Mapping):
+            return None
+        kind = a.get("kind")
+        ident = a.get("id")
+        if type(kind) is not str or (ident is not None and type(ident) is not str):
+            return None
+        if "name" in a and type(a["name"]) is not str:
+            return None
+        kinds.add(kind)
+    return kinds
 
 
 def _fast_opportunity(data: Any) -> _OppView | None:
     """Read a plain mapping exactly as pydantic would accept it, or ``None`` (use pydantic)."""
-    if not _is_map(data):
+    if type(data) is not dict and not isinstance(data, Mapping):
         return None
     get = data.get
-    if type(get("id")) is not str or type(get("stage")) is not str:
+    ident = get("id")
+    stage = get("stage")
+    if type(ident) is not str or type(stage) is not str:
         return None
-    if not (_str_or_none(get("owner_id")) and _str_or_none(get("owner_manager_id"))):
+    owner = get("owner_id")
+    if owner is not None and type(owner) is not str:
         return None
-    if not _str_seq(get("collaborator_ids")):
+    manager = get("owner_manager_id")
+    if manager is not None and type(manager) is not str:
         return None
-    kinds: set[str] = set()
+    collaborators = get("collaborator_ids")
+    if not _str_seq(collaborators):
+        return None
     atts = get("attachments")
-    if atts is not None:
+    kinds: set[str] | None
+    if atts is None:
+        kinds = set()
+    else:
         if type(atts) not in _SEQ:
             return None
-        for a in atts:
-            if type(a) is not dict and not isinstance(a, Mapping):
+        kinds = None
+        # The usual shape, [{"kind": ...}, ...], checked by C-level passes over the list.
+        if _DICT_T.issuperset(map(type, atts)) and _ONE_T.issuperset(map(len, atts)):
+            try:
+                kinds = set(map(_KIND, atts))
+            except (KeyError, TypeError):  # another key, or an unhashable kind
+                kinds = None
+            else:
+                if not _STR_T.issuperset(map(type, kinds)):
+                    return None
+        if kinds is None:
+            kinds = _attachment_kinds(atts)
+            if kinds is None:
                 return None
-            kind = a.get("kind")
-            ident = a.get("id")
-            if type(kind) is not str or (ident is not None and type(ident) is not str):
-                return None
-            if "name" in a and type(a["name"]) is not str:
-                return None
-            kinds.add(kind)
     checklist = get("checklist")
     if checklist is not None:
-        if not _is_map(checklist):
-            return None
-        for k, v in checklist.items():
-            if type(k) is not str or type(v) is not bool:
+        if type(checklist) is dict:
+            if not (
+                _STR_T.issuperset(map(type, checklist))
+                and _BOOL_T.issuperset(map(type, checklist.values()))
+            ):
                 return None
+        elif isinstance(checklist, Mapping):
+            for k, v in checklist.items():
+                if type(k) is not str or type(v) is not bool:
+                    return None
+        else:
+            return None
     approved: set[str] = set()
     apps = get("approvals")
     if apps is not None:
         if type(apps) not in _SEQ:
             return None
         for a in apps:
-            if not _is_map(a):
+            if type(a) is not dict and not isinstance(a, Mapping):
                 return None
             kind = a.get("kind")
             status = a.get("status", "approved")
@@ -1497,7 +1636,10 @@ def _fast_opportunity(data: Any) -> _OppView | None:
                 return None
             if status == "approved":
                 approved.add(kind)
-    return _OppView(data, frozenset(kinds), frozenset(approved))
+    return _OppView(
+        data, ident, stage, owner, manager, collaborators or (), kinds, checklist or _EMPTY,
+        approved,
+    )
 
 
 def _read_opportunity(data: Any) -> _OppView:
@@ -1511,14 +1653,17 @@ def _read_opportunity(data: Any) -> _OppView:
 
 
 def _read_actor(data: Any) -> _ActorView:
-    if (
-        (type(data) is dict or isinstance(data, Mapping))
-        and type(data.get("id")) is str
-        and _str_seq(data.get("roles"))
-        and _str_seq(data.get("permissions"))
-    ):
-        return _ActorView(data)
-    return _ActorView(coerce(StageActor, data, "actor").model_dump())
+    if type(data) is dict or isinstance(data, Mapping):
+        get = data.get
+        ident = get("id")
+        if type(ident) is str:
+            roles = get("roles")
+            if _str_seq(roles):
+                permissions = get("permissions")
+                if _str_seq(permissions):
+                    return _ActorView(data, ident, roles, permissions)
+    dumped = coerce(StageActor, data, "actor").model_dump()
+    return _ActorView(dumped, dumped["id"], dumped.get("roles"), dumped.get("permissions"))
 
 
 def _resolve(policy: Any) -> tuple[StagesPolicy, str]:
@@ -1561,6 +1706,16 @@ def _gates(
     errors: list[RuleIssue],
 ) -> list[UnmetRequirement]:
     failed: list[UnmetRequirement] = []
+    if tb is None and tr.criterion is None:  # the hot path: no trace, no criterion
+        if tr.who is not None:
+            miss = tr.who.check(env)
+            if miss is not None:
+                failed.append(miss)
+        for req in tr.gates:
+            miss = req.check(env)
+            if miss is not None:
+                failed.append(miss)
+        return failed
     if tr.who is not None:
         miss = tr.who.check(env)
         if miss is not None:
@@ -1609,14 +1764,8 @@ def _refuse(
     opp: _OppView, to_stage: str, failed: tuple[UnmetRequirement, ...], sp: StagesPolicy,
     transition_id: str | None,
 ) -> StageVerdict:
-    return StageVerdict(
-        allowed=False,
-        opportunity_id=opp.id,
-        from_stage=opp.stage,
-        to_stage=to_stage,
-        transition_id=transition_id,
-        failed=failed,
-        to_label=sp.label(to_stage),
+    return _verdict(
+        False, opp.id, opp.stage, to_stage, transition_id, failed, (), None, sp.label(to_stage)
     )
 
 
@@ -1687,13 +1836,13 @@ def check_transition(
     if tr is None:
         current = sp.stages[opp.stage]
         if target is None:
-            miss = UnmetRequirement(
+            miss = _unmet(
                 "unknown_stage", to_stage, f"there is no stage {to_stage!r}",
                 current.ref.id, current.ref.location,
             )
         else:
             why = "is terminal" if current.kind != "open" else f"has no transition to {to_stage}"
-            miss = UnmetRequirement(
+            miss = _unmet(
                 "transition_not_allowed", to_stage,
                 f"{current.label} ({opp.stage}) {why}",
                 current.ref.id, current.ref.location,
@@ -1701,10 +1850,10 @@ def check_transition(
         if tb is not None:
             tb.add(TraceStatus.SKIPPED, miss.message, current.ref, {"to_stage": to_stage})
         verdict = _refuse(opp, to_stage, (miss,), sp, None)
-        return Decision(
-            kind="transition",
-            outcome=verdict,
-            reasons=(Reason(miss.code, miss.message, miss.rule_id, miss.location),),
+        return _fast_decision(
+            "transition",
+            verdict,
+            (miss.as_reason(),),
             trace=tb.build() if tb is not None else None,
             policy_digest=digest,
         )
@@ -1739,22 +1888,16 @@ def check_transition(
             tb.add(TraceStatus.NOTE, f"bypass {bypass} waives {len(failed)} requirement(s)",
                    tr.ref, {"channel": channel, "reason": reason})
 
-    verdict = StageVerdict(
-        allowed=True,
-        opportunity_id=opp.id,
-        from_stage=opp.stage,
-        to_stage=to_stage,
-        transition_id=tr.id,
-        waived=tuple(failed),
-        bypass=bypass,
-        to_label=sp.label(to_stage),
+    verdict = _verdict(
+        True, opp.id, opp.stage, to_stage, tr.id, (), tuple(failed), bypass, sp.label(to_stage)
     )
     effects = _effects(sp, tr, opp, who, channel, now, reason if has_reason else None,
                        request_id, bypass, tuple(failed))
     if bypass is None:
         reasons: tuple[Reason, ...] = (
-            Reason("transition_allowed", f"{tr.from_stage} -> {tr.to_stage}: every gate is met",
-                   tr.id, tr.ref.location),
+            _fast_reason("transition_allowed",
+                         f"{tr.from_stage} -> {tr.to_stage}: every gate is met",
+                         tr.id, tr.ref.location),
         )
     else:
         reasons = (
@@ -1762,21 +1905,21 @@ def check_transition(
                    tr.id, tr.ref.location,
                    {"permission": bypass, "waived": [f.code for f in failed]}),
         )
-    return Decision(
-        kind="transition",
-        outcome=verdict,
-        reasons=reasons,
-        effects=effects,
-        assumptions=(
+    return _fast_decision(
+        "transition",
+        verdict,
+        reasons,
+        effects,
+        (
             Assumption(
                 f"opportunity:{opp.id}.stage",
                 opp.stage,
                 "the stage has not changed since the check",
             ),
         ),
-        errors=tuple(errors),
-        trace=tb.build() if tb is not None else None,
-        policy_digest=digest,
+        tuple(errors) if errors else (),
+        tb.build() if tb is not None else None,
+        digest,
     )
 
 
@@ -1784,11 +1927,11 @@ def _refused(
     opp: _OppView, tr: Transition, failed: tuple[UnmetRequirement, ...], sp: StagesPolicy,
     tb: TraceBuilder | None, errors: list[RuleIssue], digest: str,
 ) -> Decision[StageVerdict]:
-    return Decision(
-        kind="transition",
-        outcome=_refuse(opp, tr.to_stage, failed, sp, tr.id),
-        reasons=tuple(f.as_reason() for f in failed),
-        errors=tuple(errors),
+    return _fast_decision(
+        "transition",
+        _refuse(opp, tr.to_stage, failed, sp, tr.id),
+        tuple([f._reason or f.as_reason() for f in failed]),
+        errors=tuple(errors) if errors else (),
         trace=tb.build() if tb is not None else None,
         policy_digest=digest,
     )
@@ -1819,15 +1962,18 @@ def _effects(
     target = f"opportunity:{opp.id}"
     at = now.isoformat()
     event = f"{tr.id}@{request_id or at}"
+    # Every param below is text: built as frozen JSON directly (no freeze_json copy).
     out = [
-        Effect("update_field", target, f"update_field:{target}:stage:{event}",
-               {"field": "stage", "value": tr.to_stage}),
-        Effect(
+        _fast_effect("update_field", target, f"update_field:{target}:stage:{event}",
+                     MappingProxyType({"field": "stage", "value": tr.to_stage})),
+        _fast_effect(
             "stage_entered",
             target,
             f"stage_entered:{target}:{event}",
-            {"stage": tr.to_stage, "previous_stage": tr.from_stage, "at": at, "by": actor.id,
-             "channel": channel, "transition": tr.id},
+            MappingProxyType(
+                {"stage": tr.to_stage, "previous_stage": tr.from_stage, "at": at,
+                 "by": actor.id, "channel": channel, "transition": tr.id}
+            ),
         ),
     ]
     for a in tr.actions:
@@ -1840,12 +1986,13 @@ def _effects(
             continue  # no owner manager on the record: nobody to notify
         params = dict(a.params)
         params["record"] = target
+        # notify / create_task params are text (message, template, title, record, due)
         if a.kind == "create_task":
             if a.due is not None:
                 params["due"] = sp.calendar.add(now, a.due).isoformat()
-            out.append(Effect("create_task", rcpt, key, params))
+            out.append(_fast_effect("create_task", rcpt, key, MappingProxyType(params)))
         else:
-            out.append(Effect("notify", rcpt, key, params))
+            out.append(_fast_effect("notify", rcpt, key, MappingProxyType(params)))
     if bypass is not None:
         out.append(
             Effect(
