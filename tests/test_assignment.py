@@ -706,3 +706,53 @@ def test_fast_built_payloads_equal_regular_ones() -> None:
     assert A._new_assumption("k", 3, "d") == Assumption("k", 3, "d")
     d = assign(bundled(), {"id": "L", "region": "华东"}, now=NOW, roster=ROSTER)
     assert Decision.from_json(d.to_json()) == d
+
+
+def test_plain_batch_path_equals_one_by_one_under_caps_and_overflow() -> None:
+    """The batch's plain path (no protection, no explain) with caps filling up, an inactive
+    rep, ``next`` overflow and all-capped rotations memoised and released."""
+    text = """
+version: 1
+calendar: {timezone: Asia/Shanghai}
+pools:
+  lead_pool: {members: {all: true}}
+assignment:
+  teams: [t1, t2]
+  reps: [b1]
+  default: pool:lead_pool
+  caps:
+    daily: {count: assignments_per_period, period: day, max: 3}
+    backlog: {count: open_backlog, where: {record.source: web}, max: 2, per_rep: {b1: 4}}
+  rules:
+    - {id: a-web, when: {lead.region: A, lead.source: web}, to: 'team:t1', if_none_eligible: next}
+    - {id: a-any, when: {lead.region: A}, to: 'team:t2', if_none_eligible: pool:lead_pool}
+    - {id: b, when: {lead.region: B}, to: 'team:t2', caps: [daily], if_none_eligible: default}
+"""
+    policy = load_policy_string(text, "plain.yaml")
+    roster = [
+        {"id": f"{t}{k}", "teams": [t], "active": not (t == "a" and k == 2), "manager_id": "m"}
+        for t in ("a", "b") for k in range(4)
+    ]
+    for r in roster:
+        r["teams"] = ["t1" if r["id"].startswith("a") else "t2"]
+    leads = [
+        {"id": f"L{i:02d}", "region": "AB"[i % 3 == 2], "source": ["web", "event"][i % 2],
+         "creator_id": "a0"}
+        for i in range(60)
+    ]
+    batch = assign_many(policy, leads, now=NOW, roster=roster)
+    codes = {c for d in batch for c in d.reason_codes}
+    assert {"rule_matched", "all_capped", "no_eligible_rep"} <= codes
+    state: dict[str, Any] = {}
+    counts: dict[str, dict[str, Any]] = {}
+    for lead, expected in zip(leads, batch, strict=True):
+        d = assign(policy, lead, now=NOW, roster=roster, state=state, counts=counts)
+        assert d.to_json() == expected.to_json()
+        assert d == expected
+        state.update(d.state)
+        if d.outcome.owner_kind == "rep":
+            c = counts.setdefault(d.outcome.owner_id, {})
+            c["assigned_at"] = [*c.get("assigned_at", []), NOW.isoformat()]
+            c["open_records"] = [*c.get("open_records", []), lead]
+            c["holdings"] = c.get("holdings", 0) + 1
+            c["last_assigned_at"] = NOW.isoformat()

@@ -1545,7 +1545,11 @@ class RuleTable(Generic[T]):
                     return None
             else:
                 v = col.get(ctx)
-            if v is None or not _value_ok(v, col.kind):
+            t = type(v)
+            if t is str:
+                if col.kind != _STR:
+                    return None
+            elif (t is not int or col.kind != _NUM) and (v is None or _kind(v) != col.kind):
                 return None
             if col.discrete:
                 m &= col.dmap.get(v, col.default)
