@@ -43,7 +43,7 @@ def main() -> None:
         proposed = load_policy(proposed_rules(Path(tmp)))
     print()
     print("== what if grade A had 2 business days? ==")
-    print(diff_results(baseline, simulate(proposed, HISTORY)).summary(top=5))
+    print(diff_results(baseline, simulate(proposed, HISTORY)).summary(top=5, timings=False))
 
 
 if __name__ == "__main__":

@@ -1655,13 +1655,14 @@ class CompareResult:
             or self.rep_changes
         )
 
-    def summary(self, *, top: int = 10) -> str:
-        """A plain-text report of the differences."""
+    def summary(self, *, top: int = 10, timings: bool = True) -> str:
+        """A plain-text report of the differences (``timings=False`` for reproducible text)."""
         a, b = self.a, self.b
         lines = [
             f"compare A={a.policy_digest[:12]} and B={b.policy_digest[:12]} on {a.events} events",
-            f"replay A {a.elapsed_seconds:.2f} s, B {b.elapsed_seconds:.2f} s",
         ]
+        if timings:
+            lines.append(f"replay A {a.elapsed_seconds:.2f} s, B {b.elapsed_seconds:.2f} s")
         if self.identical:
             lines.append(
                 "no differences: every owner, release, transition, load and credit is the same"
