@@ -495,9 +495,17 @@ class ReferenceHost:
         book[cur] = book.get(cur, Decimal(0)) + sign * _decimal(line.get("amount"))
 
     def _eff_project(self, effect: Effect, at: datetime, source: str) -> None:
-        proj = self.projects.setdefault(effect.target, {"state": "none", "history": []})
+        # A contract can have a cancelled project and a new one: projects are keyed by their
+        # creation key (later effects name it as ``project_key``), not by the contract.
+        key = effect.idempotency_key if effect.kind == "create_project" else None
+        key = key or effect.params.get("project_key") or effect.target
+        proj = self.projects.setdefault(
+            key, {"state": "none", "contract": effect.target, "history": []}
+        )
         verb = effect.kind.removesuffix("_project")
         state = {"create": "live", "cancel": "cancelled", "flag": "flagged"}.get(verb)
+        if verb == "update" and effect.params.get("flagged") is False:
+            state = "live"  # un-flagged: approval restored or verified again
         if state is not None:
             proj["state"] = state
         for k, v in effect.params.items():
