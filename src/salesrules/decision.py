@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -246,7 +246,8 @@ class Decision(Generic[T]):
             params = json.dumps(_serde.to_jsonable(e.params), ensure_ascii=False, sort_keys=True)
             lines.append(f"  effect {e.kind} {e.target} {params} key={e.idempotency_key}")
         for a in self.assumptions:
-            lines.append(f"  assumes {a.key} == {a.expected!r} {a.description}".rstrip())
+            expected = json.dumps(_serde.to_jsonable(a.expected), ensure_ascii=False, sort_keys=True)
+            lines.append(f"  assumes {a.key} == {expected} {a.description}".rstrip())
         for err in self.errors:
             lines.append(f"  error {err}")
         if self.trace is not None:
@@ -343,10 +344,6 @@ def outcome_type_for(kind: str) -> Any:
     except (ImportError, AttributeError):
         return Any
 
-
-def reasons_of(items: Iterable[Reason]) -> tuple[Reason, ...]:
-    """Freeze reasons into a tuple (helper for domain modules)."""
-    return tuple(items)
 
 
 # -- private fast constructors ------------------------------------------------------------------
