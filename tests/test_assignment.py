@@ -741,14 +741,19 @@ assignment:
         for i in range(60)
     ]
     batch = assign_many(policy, leads, now=NOW, roster=roster)
+    explained = assign_many(policy, leads, now=NOW, roster=roster, explain=True)
     codes = {c for d in batch for c in d.reason_codes}
     assert {"rule_matched", "all_capped", "no_eligible_rep"} <= codes
     state: dict[str, Any] = {}
     counts: dict[str, dict[str, Any]] = {}
-    for lead, expected in zip(leads, batch, strict=True):
+    for lead, expected, expected_x in zip(leads, batch, explained, strict=True):
         d = assign(policy, lead, now=NOW, roster=roster, state=state, counts=counts)
         assert d.to_json() == expected.to_json()
         assert d == expected
+        x = assign(policy, lead, now=NOW, roster=roster, state=state, counts=counts, explain=True)
+        assert x.to_json() == expected_x.to_json()
+        assert x.trace is not None and expected_x.trace is not None
+        assert x.trace.render() == expected_x.trace.render()
         state.update(d.state)
         if d.outcome.owner_kind == "rep":
             c = counts.setdefault(d.outcome.owner_id, {})

@@ -1282,7 +1282,7 @@ class _Env:
 
     __slots__ = ("ap", "cap_rows", "clock", "customers", "digest", "excl", "loads",
                  "none_by_rep", "none_memo", "owner_params", "reasons", "rep_static", "roster",
-                 "rr_keys", "state", "team_cache")
+                 "rr_keys", "state", "steps", "team_cache", "when_paths")
 
     def __init__(
         self,
@@ -1321,6 +1321,9 @@ class _Env:
         # Keyed by what they depend on; an int key (rule index) holds the memoised skipped list
         # of ``none_memo`` with the reason built for it.
         self.reasons: dict[Any, Any] = {}
+        # Trace steps are immutable too: explain reuses equal ones (keyed by what they show).
+        self.steps: dict[Any, Any] = {}
+        self.when_paths: dict[int, tuple[tuple[str, ...], ...]] = {}  # rule index -> paths
 
     def release(self, rep_id: str) -> None:
         """Forget what was memoised about ``rep_id``'s eligibility (its counts changed)."""
@@ -1851,8 +1854,44 @@ def _protection(
     return owner, c, how, assumptions
 
 
+_ABSENT = object()
+
+
+def _when_key(env: _Env, rule: CompiledRule, ctx: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """The values ``rule.when`` reads from ``ctx``, typed, or ``None`` when not all plain.
+
+    A condition's explanation is a function of the values at the paths it reads
+    (``Condition.fields``), so it can be rendered once per distinct key. Only text, int, bool
+    and None values found in mappings make a key (their repr is fixed by type and value).
+    """
+    cond = rule.when
+    if cond is None:
+        return None
+    paths = env.when_paths.get(rule.index)
+    if paths is None:
+        paths = env.when_paths[rule.index] = tuple(
+            tuple(p.split(".")) for p in sorted(cond.fields)
+        )
+    out: list[Any] = []
+    for path in paths:
+        v: Any = ctx
+        for seg in path:
+            if type(v) is dict or isinstance(v, Mapping):
+                v = v.get(seg, _ABSENT)
+            else:
+                return None
+        t = type(v)
+        if t is str or t is int or t is bool or v is None:
+            out.append(t)
+            out.append(v)
+        else:
+            return None
+    return tuple(out)
+
+
 def _trace_rules(
-    tb: _Tracer, rules: tuple[CompiledRule, ...], table_trace: Any, start: int
+    tb: _Tracer, rules: tuple[CompiledRule, ...], table_trace: Any, start: int,
+    env: _Env | None = None, ctx: Mapping[str, Any] | None = None,
 ) -> None:
     """Trace why the rules before the match did not match.
 
@@ -1871,15 +1910,36 @@ def _trace_rules(
             below ^= low
     else:
         indices = list(range(n))
+    steps = tb.steps
+    cache = env.steps if env is not None else None
     for i in indices:
-        row = table_trace[i]
         rule = rules[start + i]
+        key = None
+        if env is not None and ctx is not None:
+            vk = _when_key(env, rule, ctx)
+            if vk is not None:
+                key = ("skip", start + i, vk)
+                step = env.steps.get(key)
+                if step is not None:
+                    steps.append(step)
+                    continue
+        row = table_trace[i]
         status = TraceStatus.ERRORED if row.result is None else TraceStatus.SKIPPED
-        tb.add(status, f"did not match: {row.render()}", rule.ref)
+        step = _new_step(status, f"did not match: {row.render()}", rule.ref.id,
+                         rule.ref.location, _EMPTY)
+        if key is not None and cache is not None:
+            cache[key] = step
+        steps.append(step)
     quiet = n - len(indices)
     if quiet:
-        tb.add(TraceStatus.NOTE, f"{quiet} other earlier rule(s) did not match on their "
-               "indexed fields (equality/range on the lead or creator)")
+        step = cache.get(quiet) if cache is not None else None
+        if step is None:
+            step = _new_step(TraceStatus.NOTE, f"{quiet} other earlier rule(s) did not match on "
+                             "their indexed fields (equality/range on the lead or creator)",
+                             None, None, _EMPTY)
+            if cache is not None:
+                cache[quiet] = step
+        steps.append(step)
 
 
 def _first_from(
@@ -1910,8 +1970,13 @@ def _decide(
     errors: list[RuleIssue] = []
     tb = _Tracer() if explain else None
     if tb is not None:
-        tb.add(TraceStatus.NOTE, f"lead {lead_id} created by {creator.get('id') or 'unknown'}",
-               values={"now": env.clock.now.isoformat(), "timezone": ap.calendar.timezone})
+        values: Any = env.steps.get("created")  # the same for every lead of a batch
+        if values is None:
+            values = env.steps["created"] = _fz(
+                {"now": env.clock.now.isoformat(), "timezone": ap.calendar.timezone})
+        tb.steps.append(_new_step(
+            TraceStatus.NOTE, f"lead {lead_id} created by {creator.get('id') or 'unknown'}",
+            None, None, values))
 
     protected = (
         _protection(env, lead, lead_id, creator, reasons, errors, tb)
@@ -1957,7 +2022,7 @@ def _decide(
             if tb is not None:
                 match, ttrace = ap.table.first_explained(ctx)
                 unknown: Sequence[int] = ttrace.unknown_rows()
-                _trace_rules(tb, rules, ttrace, 0)
+                _trace_rules(tb, rules, ttrace, 0, env, ctx)
                 index = None if match is None else match[0]
             else:
                 match, unknown = ap.table.first_with_unknowns(ctx)
@@ -1989,8 +2054,16 @@ def _decide(
                                                                     _kind(target))], tb)
         rule = rules[index]
         if tb is not None:
-            tb.add(TraceStatus.MATCHED, f"rule matched: {rule.when.explain(ctx).render()}"
-                   if rule.when is not None else "rule matched (no condition)", rule.ref)
+            vk = _when_key(env, rule, ctx)
+            step = env.steps.get(("match", index, vk)) if vk is not None else None
+            if step is None:
+                step = _new_step(TraceStatus.MATCHED,
+                                 f"rule matched: {rule.when.explain(ctx).render()}"
+                                 if rule.when is not None else "rule matched (no condition)",
+                                 rule.ref.id, rule.ref.location, _EMPTY)
+                if vk is not None:
+                    env.steps[("match", index, vk)] = step
+            tb.steps.append(step)
         if rule.terminal is not None:
             target = rule.terminal
             reasons.append(Reason("rule_matched", f"rule {rule.id} sends the lead to {target}",
@@ -2004,7 +2077,7 @@ def _decide(
             env, rule, order, lead, creator, cooldowns, errors
         )
         if tb is not None:
-            _trace_candidates(tb, rule, order, chosen, tie_break, dict(skipped))
+            _trace_candidates_memo(env, tb, rule, order, chosen, tie_break, skipped)
         if chosen is not None:
             rep_id = chosen
             # The reason depends only on these; an equal one built earlier is reused.
@@ -2215,6 +2288,47 @@ def _set_owner(
         "set_owner", f"lead:{lead_id}", f"set_owner:lead:{lead_id}:assign", params
     )
     return effect
+
+
+def _trace_candidates_memo(
+    env: _Env,
+    tb: _Tracer,
+    rule: CompiledRule,
+    order: tuple[str, ...],
+    chosen: str | None,
+    tie_break: str,
+    skipped: list[tuple[str, _Exclusion]],
+) -> None:
+    """:func:`_trace_candidates`, reusing the steps built for an equal situation earlier.
+
+    The steps depend only on the rule, its candidates, the chosen rep, the tie-break text and
+    the exclusions met (code, message and data): that is the key.
+    """
+    cache = env.steps
+    seen = cache.get(("none", rule.index)) if chosen is None else None
+    if seen is not None and seen[0] is skipped:  # a memoised all-excluded rotation
+        tb.steps.extend(seen[1])
+        return
+    try:
+        key: Any = (
+            "cands", rule.index, None if env.team_cache.get(rule.index) is order else order,
+            chosen, tie_break,
+            tuple([(r, ex[0], ex[1], tuple(ex[2].items())) for r, ex in skipped]),
+        )
+        steps = cache.get(key)
+    except TypeError:  # unhashable data: build without the cache
+        key, steps = None, None
+    if steps is None:
+        local = _Tracer()
+        _trace_candidates(local, rule, order, chosen, tie_break, dict(skipped))
+        steps = tuple(local.steps)
+        if key is not None:
+            cache[key] = steps
+    if chosen is None:
+        memo = env.none_memo.get(rule.index)
+        if memo is not None and memo[1] is skipped:
+            cache[("none", rule.index)] = (skipped, steps)
+    tb.steps.extend(steps)
 
 
 def _trace_candidates(
