@@ -57,7 +57,7 @@ Clock semantics (stated once; ``docs/timeouts.md`` has the long form):
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
@@ -336,6 +336,12 @@ class TimeoutsPolicy:
     calendar: Calendar
     won_stages: frozenset[str] = frozenset({"won"})
     lost_stages: frozenset[str] = frozenset({"lost"})
+    #: Per-date working-hour tables of ``calendar`` (pure functions of the immutable
+    #: calendar, bounded, shared by every check and sweep of this compiled policy).
+    days: _DayTable = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "days", _DayTable(self.calendar))
 
 
 def _dotted(text: str) -> tuple[str, ...]:
@@ -1283,28 +1289,118 @@ def _prepare(
 _Row = tuple[timedelta, timedelta, datetime, datetime, bool]
 
 
-class _Clockwork:
-    """Deadline arithmetic on the policy's calendar, with memos that live for one call.
+class _DayTable:
+    """Per-date working hours of one calendar, memoized (bounded).
 
-    Business days and plain calendar days/weeks are computed here from the calendar's
-    per-date working hours (``Calendar.hours_on``), following ``Calendar.add``'s documented
-    semantics exactly (a property test compares the two); everything else is delegated to
-    ``Calendar.add``. The memos are bounded, so a sweep's memory does not grow with its size.
+    Every entry is a pure function of the (immutable) calendar, so one table is shared by all
+    checks and sweeps of a compiled policy: concurrent users can only write equal values, and
+    a memo that fills up is simply cleared.
     """
 
-    __slots__ = ("_adds", "_days", "_plans", "_targets", "_texts", "_walls", "cal", "zone")
+    __slots__ = ("_days", "_plans", "_targets", "_walls", "cal", "zone")
 
     _LIMIT = 4096
 
     def __init__(self, cal: Calendar) -> None:
         self.cal = cal
         self.zone = ZoneInfo(cal.timezone)
-        self._adds: dict[tuple[datetime, Duration], datetime] = {}
         self._days: dict[int, tuple[tuple[datetime, datetime], ...]] = {}
         self._walls: dict[int, tuple[tuple[int, int], ...]] = {}
         self._targets: dict[tuple[int, int], int] = {}
-        self._texts: dict[Duration, str] = {}
         self._plans: dict[tuple[int, int], tuple[tuple[_Row, ...], tuple[_Row, ...]]] = {}
+
+    def wall(self, ordinal: int) -> tuple[tuple[int, int], ...]:
+        hit = self._walls.get(ordinal)
+        if hit is None:
+            out = []
+            for s, e in self.cal.hours_on(date.fromordinal(ordinal)):
+                a = ((s.hour * 60 + s.minute) * 60 + s.second) * 1_000_000 + s.microsecond
+                b = 86_400_000_000 if e is None else (
+                    ((e.hour * 60 + e.minute) * 60 + e.second) * 1_000_000 + e.microsecond)
+                out.append((a, b))
+            hit = tuple(out)
+            if len(self._walls) >= self._LIMIT:
+                self._walls.clear()
+            self._walls[ordinal] = hit
+        return hit
+
+    def intervals(self, ordinal: int) -> tuple[tuple[datetime, datetime], ...]:
+        hit = self._days.get(ordinal)
+        if hit is None:
+            day = date.fromordinal(ordinal)
+            out = []
+            for s, e in self.cal.hours_on(day):
+                a = datetime.combine(day, s, self.zone).astimezone(UTC)
+                b = (datetime.combine(day + timedelta(days=1), time(0), self.zone) if e is None
+                     else datetime.combine(day, e, self.zone)).astimezone(UTC)
+                out.append((a, b))
+            hit = tuple(out)
+            if len(self._days) >= self._LIMIT:
+                self._days.clear()
+            self._days[ordinal] = hit
+        return hit
+
+    def target(self, ordinal: int, n: int) -> int:
+        """The date ``n`` working days after ``ordinal``."""
+        key = (ordinal, n)
+        hit = self._targets.get(key)
+        if hit is None:
+            t, left = ordinal, n
+            while left:
+                t += 1
+                if self.wall(t):
+                    left -= 1
+            hit = t
+            if len(self._targets) >= self._LIMIT:
+                self._targets.clear()
+            self._targets[key] = hit
+        return hit
+
+    def _rows(self, o: int) -> tuple[_Row, ...]:
+        out = []
+        zone = self.zone
+        for (ws, we), (us, ue) in zip(self.wall(o), self.intervals(o), strict=True):
+            a, b = timedelta(microseconds=ws), timedelta(microseconds=we)
+            same = us.astimezone(zone).utcoffset() == ue.astimezone(
+                zone).utcoffset()  # no DST change in [open, close]
+            out.append((a, b, us, ue, same and ue - us == b - a))
+        return tuple(out)
+
+    def plan(self, ordinal: int, n: int) -> tuple[tuple[_Row, ...], tuple[_Row, ...]]:
+        """Per (date, n): that date's intervals and the target date's, both as
+        ``(wall open, wall close, utc open, utc close, exact)`` where ``exact`` means no UTC
+        offset change inside the interval (so wall and real time advance together)."""
+        key = (ordinal, n)
+        hit = self._plans.get(key)
+        if hit is None:
+            hit = (self._rows(ordinal), self._rows(self.target(ordinal, n)))
+            if len(self._plans) >= self._LIMIT:
+                self._plans.clear()
+            self._plans[key] = hit
+        return hit
+
+
+class _Clockwork:
+    """Deadline arithmetic on the policy's calendar.
+
+    Business days and plain calendar days/weeks are computed here from the calendar's
+    per-date working hours (``Calendar.hours_on``, memoized in a :class:`_DayTable` that may
+    be shared), following ``Calendar.add``'s documented semantics exactly (a property test
+    compares the two); everything else is delegated to ``Calendar.add``. The per-instant memos
+    live as long as this object (one call) and are bounded, so a sweep's memory does not grow
+    with its size.
+    """
+
+    __slots__ = ("_adds", "_texts", "cal", "days", "zone")
+
+    _LIMIT = 4096
+
+    def __init__(self, cal: Calendar, days: _DayTable | None = None) -> None:
+        self.cal = cal
+        self.days = days if days is not None and days.cal is cal else _DayTable(cal)
+        self.zone = self.days.zone
+        self._adds: dict[tuple[datetime, Duration], datetime] = {}
+        self._texts: dict[Duration, str] = {}
 
     def add(self, start: datetime, d: Duration) -> datetime:
         unit = d.unit
@@ -1323,63 +1419,24 @@ class _Clockwork:
             hit = self._adds[key] = self.cal.add(start, d)
         return hit
 
-    def _wall(self, ordinal: int) -> tuple[tuple[int, int], ...]:
-        hit = self._walls.get(ordinal)
-        if hit is None:
-            if len(self._walls) >= self._LIMIT:
-                self._walls.clear()
-            out = []
-            for s, e in self.cal.hours_on(date.fromordinal(ordinal)):
-                a = ((s.hour * 60 + s.minute) * 60 + s.second) * 1_000_000 + s.microsecond
-                b = 86_400_000_000 if e is None else (
-                    ((e.hour * 60 + e.minute) * 60 + e.second) * 1_000_000 + e.microsecond)
-                out.append((a, b))
-            hit = self._walls[ordinal] = tuple(out)
-        return hit
-
     def _opening(self, u: datetime) -> datetime:
         ordinal = u.astimezone(self.zone).toordinal()
+        intervals = self.days.intervals
         for _ in range(3660):
-            for s, e in self._intervals(ordinal):
+            for s, e in intervals(ordinal):
                 if u < e:
                     return s if u < s else u
             ordinal += 1
         return u  # pragma: no cover - ten years without working time
 
-    def _plan(self, ordinal: int, n: int) -> tuple[tuple[_Row, ...], tuple[_Row, ...]]:
-        """Per (date, n): that date's intervals and the target date's, both as
-        ``(wall open, wall close, utc open, exact)`` where ``exact`` means no UTC offset change
-        inside the interval (so wall and real time advance together)."""
-        key = (ordinal, n)
-        hit = self._plans.get(key)
-        if hit is None:
-            if len(self._plans) >= self._LIMIT:
-                self._plans.clear()
-            t, left = ordinal, n
-            while left:
-                t += 1
-                if self._wall(t):
-                    left -= 1
-
-            def rows(o: int) -> tuple[_Row, ...]:
-                out = []
-                for (ws, we), (us, ue) in zip(self._wall(o), self._intervals(o), strict=True):
-                    a, b = timedelta(microseconds=ws), timedelta(microseconds=we)
-                    same = us.astimezone(self.zone).utcoffset() == ue.astimezone(
-                        self.zone).utcoffset()  # no DST change in [open, close]
-                    out.append((a, b, us, ue, same and ue - us == b - a))
-                return tuple(out)
-
-            hit = self._plans[key] = (rows(ordinal), rows(t))
-        return hit
-
     def _add_days_fast(self, start: datetime, n: int) -> datetime:
         if n <= 0:
             return self._add_days(start, n)
         zone = self.zone
+        plan = self.days.plan
         ordinal = start.astimezone(zone).toordinal()
         for _ in range(3660):  # find the clock's effective start: the next opening
-            here, there = self._plan(ordinal, n)
+            here, there = plan(ordinal, n)
             for ws, _we, us, ue, exact in here:
                 if start < ue:
                     if not exact:
@@ -1407,20 +1464,9 @@ class _Clockwork:
         eff = self._opening(start.astimezone(UTC)).astimezone(zone)
         if n == 0:
             return eff
-        ordinal = eff.toordinal()
-        key = (ordinal, n)
-        target_day = self._targets.get(key)
-        if target_day is None:
-            if len(self._targets) >= self._LIMIT:
-                self._targets.clear()
-            t, left = ordinal, n
-            while left:
-                t += 1
-                if self._wall(t):
-                    left -= 1
-            target_day = self._targets[key] = t
+        target_day = self.days.target(eff.toordinal(), n)
         wall = ((eff.hour * 60 + eff.minute) * 60 + eff.second) * 1_000_000 + eff.microsecond
-        hours = self._wall(target_day)
+        hours = self.days.wall(target_day)
         target = hours[0][0]
         if wall >= target:
             for s, e in hours:
@@ -1450,29 +1496,15 @@ class _Clockwork:
         nxt = datetime.combine(local.date() + timedelta(days=1), time(0), self.zone)
         return nxt.astimezone(UTC).astimezone(self.zone)
 
-    def _intervals(self, ordinal: int) -> tuple[tuple[datetime, datetime], ...]:
-        hit = self._days.get(ordinal)
-        if hit is None:
-            if len(self._days) >= self._LIMIT:
-                self._days.clear()
-            day = date.fromordinal(ordinal)
-            out = []
-            for s, e in self.cal.hours_on(day):
-                a = datetime.combine(day, s, self.zone).astimezone(UTC)
-                b = (datetime.combine(day + timedelta(days=1), time(0), self.zone) if e is None
-                     else datetime.combine(day, e, self.zone)).astimezone(UTC)
-                out.append((a, b))
-            hit = self._days[ordinal] = tuple(out)
-        return hit
-
     def minus_business(self, t: datetime, seconds: int) -> datetime:
         """The instant ``w`` with exactly ``seconds`` of working time in ``[w, t)``."""
         remaining = timedelta(seconds=seconds)
+        intervals = self.days.intervals
         u = t.astimezone(UTC)
         ordinal = t.astimezone(self.zone).toordinal()
         floor = ordinal - 3660  # ten years without working time: give up at the clock start
         while ordinal > floor:
-            for s, e in reversed(self._intervals(ordinal)):
+            for s, e in reversed(intervals(ordinal)):
                 if s >= u:
                     continue
                 hi = e if e < u else u
@@ -2038,7 +2070,8 @@ def check(
     now = _now(now)
     inp = CheckInput(record, activities, stage_history, ownership_history, customer)
     f = _prepare(t, inp, now)
-    return _decide(t, f, now, _Clockwork(t.calendar), explain, str(getattr(policy, "digest", "")))
+    return _decide(t, f, now, _Clockwork(t.calendar, t.days), explain,
+                   str(getattr(policy, "digest", "")))
 
 
 _ITEM_KEYS = frozenset({"record", "activities", "stage_history", "ownership_history",
@@ -2084,7 +2117,7 @@ def sweep(policy: Any, items: Iterable[Any], now: datetime) -> Iterator[Decision
     """
     t = _timeouts(policy)
     now = _now(now)
-    cw = _Clockwork(t.calendar)
+    cw = _Clockwork(t.calendar, t.days)
     digest = str(getattr(policy, "digest", ""))
     for item in items:
         yield _decide(t, _prepare(t, _as_input(item), now), now, cw, False, digest)
@@ -2112,7 +2145,7 @@ def sweep_entries(policy: Any, items: Iterable[Any], now: datetime) -> Iterator[
     """
     t = _timeouts(policy)
     now = _now(now)
-    cw = _Clockwork(t.calendar)
+    cw = _Clockwork(t.calendar, t.days)
     digest = str(getattr(policy, "digest", ""))
     for item in items:
         f = _prepare(t, _as_input(item), now)
@@ -2144,7 +2177,7 @@ def sweep_all(policy: Any, items: Iterable[Any], now: datetime) -> Decision[Swee
     errors: list[RuleIssue] = []
     t = _timeouts(policy)
     now = _now(now)
-    cw = _Clockwork(t.calendar)
+    cw = _Clockwork(t.calendar, t.days)
     digest = str(getattr(policy, "digest", ""))
     n = 0
     for item in items:
