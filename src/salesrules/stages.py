@@ -25,7 +25,6 @@ exception. See ``docs/stages.md``.
 
 from __future__ import annotations
 
-import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -791,7 +790,10 @@ class _FieldReq(_Req):
         if raw is None:
             return self.missing
         traw = type(raw)
-        if traw is not Decimal and traw is not int and _is_empty(raw):
+        if traw is str:  # as _is_empty
+            if not raw.strip():
+                return self.missing
+        elif traw is not Decimal and traw is not int and _is_empty(raw):
             return self.missing
         ftype = self.ftype
         value: Any = raw
@@ -803,7 +805,13 @@ class _FieldReq(_Req):
             if value is None or (ftype == "integer" and value != value.to_integral_value()):
                 return self._invalid(f"{self.name} must be a {ftype}, got {_short(raw)}")
         elif ftype == "date":
-            value = _as_date(raw)
+            if traw is str:  # as _as_date
+                try:
+                    value = date.fromisoformat(raw.strip())
+                except ValueError:
+                    value = None
+            else:
+                value = _as_date(raw)
             if value is None:
                 return self._invalid(f"{self.name} must be a date (YYYY-MM-DD), got {_short(raw)}")
         elif ftype == "datetime":
@@ -1530,30 +1538,29 @@ class _ActorView:
         self.permissions: Sequence[str] = permissions or ()
 
 
-def _str_or_none(v: Any) -> bool:
-    return v is None or type(v) is str
-
-
 def _str_seq(v: Any) -> bool:
     if v is None:
         return True
     if type(v) is not list and type(v) is not tuple:
         return False
-    return _STR_T.issuperset(map(type, v))  # every item exactly a str
+    for x in v:  # noqa: SIM110 - a plain loop beats all() (and set passes) on short lists
+        if type(x) is not str:
+            return False
+    return True
 
 
 _SEQ = (list, tuple)
-_STR_T = frozenset({str})
-_BOOL_T = frozenset({bool})
-_DICT_T = frozenset({dict})
-_ONE_T = frozenset({1})
-_KIND = operator.itemgetter("kind")
 
 
 def _attachment_kinds(atts: Sequence[Any]) -> set[str] | None:
     """The kinds of a list of attachments, or ``None`` when one is not what pydantic accepts."""
     kinds: set[str] = set()
     for a in atts:
+        if type(a) is dict and len(a) == 1:  # the usual {"kind": ...}: nothing else to check
+            kind = a.get("kind")
+            if type(kind) is str:
+                kinds.add(kind)
+                continue
         if type(a) is not dict and not isinstance(a, Mapping):
             return None
         kind = a.get("kind")
@@ -1582,7 +1589,7 @@ def _fast_opportunity(data: Any) -> _OppView | None:
     if manager is not None and type(manager) is not str:
         return None
     collaborators = get("collaborator_ids")
-    if not _str_seq(collaborators):
+    if collaborators is not None and not _str_seq(collaborators):
         return None
     atts = get("attachments")
     kinds: set[str] | None
@@ -1591,29 +1598,12 @@ def _fast_opportunity(data: Any) -> _OppView | None:
     else:
         if type(atts) not in _SEQ:
             return None
-        kinds = None
-        # The usual shape, [{"kind": ...}, ...], checked by C-level passes over the list.
-        if _DICT_T.issuperset(map(type, atts)) and _ONE_T.issuperset(map(len, atts)):
-            try:
-                kinds = set(map(_KIND, atts))
-            except (KeyError, TypeError):  # another key, or an unhashable kind
-                kinds = None
-            else:
-                if not _STR_T.issuperset(map(type, kinds)):
-                    return None
+        kinds = _attachment_kinds(atts)
         if kinds is None:
-            kinds = _attachment_kinds(atts)
-            if kinds is None:
-                return None
+            return None
     checklist = get("checklist")
     if checklist is not None:
-        if type(checklist) is dict:
-            if not (
-                _STR_T.issuperset(map(type, checklist))
-                and _BOOL_T.issuperset(map(type, checklist.values()))
-            ):
-                return None
-        elif isinstance(checklist, Mapping):
+        if type(checklist) is dict or isinstance(checklist, Mapping):
             for k, v in checklist.items():
                 if type(k) is not str or type(v) is not bool:
                     return None
@@ -1629,7 +1619,10 @@ def _fast_opportunity(data: Any) -> _OppView | None:
                 return None
             kind = a.get("kind")
             status = a.get("status", "approved")
-            if type(kind) is not str or type(status) is not str or not _str_or_none(a.get("by")):
+            if type(kind) is not str or type(status) is not str:
+                return None
+            by = a.get("by")
+            if by is not None and type(by) is not str:
                 return None
             at = a.get("at")
             if at is not None and not (isinstance(at, datetime) and at.utcoffset() is not None):
@@ -1658,9 +1651,13 @@ def _read_actor(data: Any) -> _ActorView:
         ident = get("id")
         if type(ident) is str:
             roles = get("roles")
-            if _str_seq(roles):
+            if (
+                roles is None
+                or (type(roles) is list and len(roles) == 1 and type(roles[0]) is str)
+                or _str_seq(roles)
+            ):
                 permissions = get("permissions")
-                if _str_seq(permissions):
+                if permissions is None or _str_seq(permissions):
                     return _ActorView(data, ident, roles, permissions)
     dumped = coerce(StageActor, data, "actor").model_dump()
     return _ActorView(dumped, dumped["id"], dumped.get("roles"), dumped.get("permissions"))
@@ -1813,9 +1810,17 @@ def check_transition(
             opportunity's current stage is not in the policy.
     """
     sp, digest = _resolve(policy)
-    now = _check_now(now)
-    channel = _check_channel(channel)
-    opp = _read_opportunity(opportunity)
+    # the checks of _check_now / _check_channel / _read_opportunity, inlined for the usual case
+    if type(now) is not datetime or now.tzinfo is None or now.utcoffset() is None:
+        now = _check_now(now)
+    if type(channel) is not str or channel not in CHANNELS:
+        channel = _check_channel(channel)
+    if type(opportunity) is dict:  # (the ABC check of BaseModel costs more than the read)
+        opp = _fast_opportunity(opportunity)
+    else:
+        opp = None if isinstance(opportunity, BaseModel) else _fast_opportunity(opportunity)
+    if opp is None:
+        opp = _read_opportunity(opportunity)
     who = _read_actor(actor)
     if not isinstance(to_stage, str):
         raise RecordError("request", "to_stage", "expected a stage id")
@@ -1927,9 +1932,12 @@ def _refused(
     opp: _OppView, tr: Transition, failed: tuple[UnmetRequirement, ...], sp: StagesPolicy,
     tb: TraceBuilder | None, errors: list[RuleIssue], digest: str,
 ) -> Decision[StageVerdict]:
+    to_stage = tr.to_stage
     return _fast_decision(
         "transition",
-        _refuse(opp, tr.to_stage, failed, sp, tr.id),
+        _verdict(
+            False, opp.id, opp.stage, to_stage, tr.id, failed, (), None, sp.label(to_stage)
+        ),
         tuple([f._reason or f.as_reason() for f in failed]),
         errors=tuple(errors) if errors else (),
         trace=tb.build() if tb is not None else None,
