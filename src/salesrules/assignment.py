@@ -1281,8 +1281,8 @@ class _Env:
     """What a decision reads besides the lead: built once per call, or once per batch."""
 
     __slots__ = ("ap", "cap_rows", "clock", "customers", "digest", "excl", "loads",
-                 "none_by_rep", "none_memo", "owner_params", "reasons", "rep_static", "roster",
-                 "rr_keys", "state", "steps", "team_cache", "when_paths")
+                 "none_by_rep", "none_memo", "owner_params", "reasons", "reasons1", "rep_static",
+                 "roster", "rr_keys", "state", "steps", "team_cache", "when_paths")
 
     def __init__(
         self,
@@ -1321,6 +1321,7 @@ class _Env:
         # Keyed by what they depend on; an int key (rule index) holds the memoised skipped list
         # of ``none_memo`` with the reason built for it.
         self.reasons: dict[Any, Any] = {}
+        self.reasons1: dict[Any, tuple[Reason, ...]] = {}  # the same, as a decision's reasons
         # Trace steps are immutable too: explain reuses equal ones (keyed by what they show).
         self.steps: dict[Any, Any] = {}
         self.when_paths: dict[int, tuple[tuple[str, ...], ...]] = {}  # rule index -> paths
@@ -2196,44 +2197,77 @@ def _decide_plain(env: _Env, lead: Mapping[str, Any], creator: Mapping[str, Any]
         skipped = []
         n = len(order)
         start = bisect.bisect_right(order, last) if last is not None else 0
+        static = env.rep_static
+        counted: list[int] | None = None  # the chosen rep's counts, when computed here
         for k in range(n):
             rid = order[(start + k) % n]
             per = memo.get(rid)
-            if per is None:
-                ex = _exclusion(env, rule, caps, rid, lead, creator, _EMPTY, None)
-                memo[rid] = {index: ex}
-            elif index in per:
+            if per is not None and index in per:
                 ex = per[index]
             else:
-                ex = per[index] = _exclusion(env, rule, caps, rid, lead, creator, _EMPTY, None)
+                # _exclusion for a rule without filters and no cooldowns, keeping the counts
+                ex = static[rid] if rid in static else _rep_exclusion(env, rid)
+                if ex is None and caps:
+                    rep = env.roster.get(rid)
+                    if rep is None:  # pragma: no cover - a static exclusion
+                        ex = _exclusion(env, rule, caps, rid, lead, creator, _EMPTY, None)
+                    else:
+                        load = env.loads.get(rid)
+                        by_cap = load.by_cap
+                        counted = []
+                        for cap, cid, limit, _key, _description in _cap_rows(env, caps, rep):
+                            c = by_cap.get(cid)
+                            if c is None:
+                                c = _count(cap, load, env.clock)
+                            if c >= limit:
+                                ex = ("capped", f"{rid} is at cap {cid}: {c} of {limit}",
+                                      {"cap": cid, "count": c, "max": limit})
+                                break
+                            counted.append(c)
+                if per is None:
+                    memo[rid] = {index: ex}
+                else:
+                    per[index] = ex
             if ex is not None:
                 skipped.append((rid, ex))
+                counted = None
                 continue
             # rid is chosen
             tie_break = f"round robin: next after {last}" if last else "round robin: first in order"
             rkey = (index, rid, tie_break, n,
                     tuple([(r, e[0]) for r, e in skipped]) if skipped else None)
-            reason = env.reasons.get(rkey)
-            if reason is None:
-                data: dict[str, Any] = {"strategy": "round_robin", "tie_break": tie_break,
-                                        "candidates": n}
-                if skipped:
-                    data["skipped"] = MappingProxyType({r: e[0] for r, e in skipped})
-                reason = env.reasons[rkey] = _new_reason(
-                    "rule_matched", f"rule {rule.id} picks {rid} by round_robin",
-                    rule.id, rule.ref.location, MappingProxyType(data),
-                )
+            reasons = env.reasons1.get(rkey)
+            if reasons is None:
+                reason = env.reasons.get(rkey)
+                if reason is None:
+                    data: dict[str, Any] = {"strategy": "round_robin", "tie_break": tie_break,
+                                            "candidates": n}
+                    if skipped:
+                        data["skipped"] = MappingProxyType({r: e[0] for r, e in skipped})
+                    reason = env.reasons[rkey] = _new_reason(
+                        "rule_matched", f"rule {rule.id} picks {rid} by round_robin",
+                        rule.id, rule.ref.location, MappingProxyType(data),
+                    )
+                reasons = env.reasons1[rkey] = (reason,)
             assumptions: list[Assumption] = []
             if caps:
-                assumptions = _cap_assumptions(env, caps, rid)
+                if counted is None:
+                    assumptions = _cap_assumptions(env, caps, rid)
+                else:  # the counts just checked (nothing changed them since)
+                    rows = env.cap_rows[(id(caps), rid)]
+                    assumptions = [_new_assumption(row[3], c, row[4])
+                                   for row, c in zip(rows, counted, strict=True)]
             assumptions.append(_new_assumption(f"state:{key}", version,
                                                "rotation pointer version"))
+            params = env.owner_params.get((rid, "rep"))
+            effect = (_set_owner(lead_id, rid, "rep", env) if params is None else _new_effect(
+                "set_owner", f"lead:{lead_id}", f"set_owner:lead:{lead_id}:assign", params))
             return _new_decision(
                 "assign",
                 _new_assignment(lead_id, rid, "rep", "rule_matched", rule.id, "round_robin",
                                 None),
-                (reason,),
-                (_set_owner(lead_id, rid, "rep", env),),
+                reasons,
+                (effect,),
                 tuple(assumptions),
                 MappingProxyType({key: MappingProxyType({"last": rid, "version": version + 1})}),
                 None,
@@ -2253,13 +2287,16 @@ def _decide_plain(env: _Env, lead: Mapping[str, Any], creator: Mapping[str, Any]
     if overflow is None:
         return _decide(env, lead, creator, _EMPTY, False)
     reason = _none_reason(env, rule, order, skipped)
+    reasons = env.reasons1.get(index)
+    if reasons is None or reasons[0] is not reason:
+        reasons = env.reasons1[index] = (reason,)
     target = env.ap.default if overflow.kind == "default" else overflow
     owner = target.ident or ""
     kind = _kind(target)
     return _new_decision(
         "assign",
         _new_assignment(lead_id, owner, kind, reason.code, rule.id, None, None),
-        (reason,),
+        reasons,
         (_set_owner(lead_id, owner, kind, env),),
         (),
         _EMPTY,
