@@ -370,25 +370,25 @@ def _allocate_fast(amount: Any, shares: Any, exp: int) -> dict[str, Decimal] | N
     """
     if type(amount) is not Decimal or type(shares) is not dict or not shares:
         return None
-    values = shares.values()
-    if not _SHARE_TYPES.issuperset(map(type, values)):
-        return None
-    if not _STR_TYPE.issuperset(map(type, shares)) or "" in shares:
-        return None
+    # plain loops: for 1-6 members they beat set-building passes (issuperset(map(...)))
+    for rep_id, v in shares.items():
+        tv = type(v)
+        if (tv is not Decimal and tv is not int) or type(rep_id) is not str or not rep_id:
+            return None
     try:
         scaled = amount * _SCALE[exp]
         total = int(scaled)
         if total != scaled or not -_UNIT_LIMIT < total < _UNIT_LIMIT:
             return None
-        # one plain loop: for 1-6 members it beats a chain of comprehensions
         ratios: list[tuple[int, int]] = []
         den = 1
-        for v in values:
+        for v in shares.values():
             ratio = v.as_integer_ratio()
             if ratio[0] < 0:
                 return None
-            if ratio[1] != 1:
-                den = math.lcm(den, ratio[1])
+            d = ratio[1]
+            if d != 1 and den % d:
+                den = math.lcm(den, d)
             ratios.append(ratio)
     except (ValueError, OverflowError):  # NaN, infinity
         return None
@@ -397,7 +397,6 @@ def _allocate_fast(amount: Any, shares: Any, exp: int) -> dict[str, Decimal] | N
     if wsum <= 0:
         return None
     unit = _QUANT[exp]
-    ids = list(shares)
     t = -total if total < 0 else total
     parts: list[int] = []
     rems: list[int] = []
@@ -411,19 +410,22 @@ def _allocate_fast(amount: Any, shares: Any, exp: int) -> dict[str, Decimal] | N
         if rems.count(top) == 1:
             parts[rems.index(top)] += 1
         else:  # a tie: the smallest rep id among the largest remainders
+            ids = list(shares)
             parts[ids.index(min([r for r, x in zip(ids, rems, strict=True) if x == top]))] += 1
     elif left:
-        # largest remainder first; equal remainders by rep id (never by position)
-        ranked = sorted(zip([-x for x in rems], ids, range(len(ids)), strict=True))
-        for _, _, i in ranked[:left]:
+        # largest remainder first; equal remainders by rep id (never by position). A stable
+        # sort on the remainder alone picks the same members unless a tie straddles the cut
+        # (left < members always), which only the full (remainder, rep id) order settles.
+        order = sorted(range(len(rems)), key=rems.__getitem__, reverse=True)
+        if rems[order[left - 1]] == rems[order[left]]:
+            ids = list(shares)
+            ranked = sorted(zip([-x for x in rems], ids, range(len(ids)), strict=True))
+            order = [i for _, _, i in ranked]
+        for i in order[:left]:
             parts[i] += 1
     if total < 0:
-        return {rep_id: unit * -p for rep_id, p in zip(ids, parts, strict=True)}
-    return {rep_id: unit * p for rep_id, p in zip(ids, parts, strict=True)}
-
-
-_SHARE_TYPES = frozenset({Decimal, int})
-_STR_TYPE = frozenset({str})
+        return {rep_id: unit * -p for rep_id, p in zip(shares, parts, strict=True)}
+    return {rep_id: unit * p for rep_id, p in zip(shares, parts, strict=True)}
 
 
 def _overlay_part(total: int, weight: int, wsum: int) -> int:
