@@ -1862,8 +1862,9 @@ def _when_key(env: _Env, rule: CompiledRule, ctx: Mapping[str, Any]) -> tuple[An
     """The values ``rule.when`` reads from ``ctx``, typed, or ``None`` when not all plain.
 
     A condition's explanation is a function of the values at the paths it reads
-    (``Condition.fields``), so it can be rendered once per distinct key. Only text, int, bool
-    and None values found in mappings make a key (their repr is fixed by type and value).
+    (``Condition.fields``), so it can be rendered once per distinct key. Only text, bool and
+    None values found in mappings make a key (their repr is fixed by type and value); numbers
+    are left out as they rarely repeat (amounts, head counts), so the lookup would not pay.
     """
     cond = rule.when
     if cond is None:
@@ -1882,7 +1883,7 @@ def _when_key(env: _Env, rule: CompiledRule, ctx: Mapping[str, Any]) -> tuple[An
             else:
                 return None
         t = type(v)
-        if t is str or t is int or t is bool or v is None:
+        if t is str or t is bool or v is None:
             out.append(t)
             out.append(v)
         else:
@@ -1892,7 +1893,7 @@ def _when_key(env: _Env, rule: CompiledRule, ctx: Mapping[str, Any]) -> tuple[An
 
 def _trace_rules(
     tb: _Tracer, rules: tuple[CompiledRule, ...], table_trace: Any, start: int,
-    env: _Env | None = None, ctx: Mapping[str, Any] | None = None,
+    env: _Env | None = None,
 ) -> None:
     """Trace why the rules before the match did not match.
 
@@ -1914,23 +1915,11 @@ def _trace_rules(
     steps = tb.steps
     cache = env.steps if env is not None else None
     for i in indices:
-        rule = rules[start + i]
-        key = None
-        if env is not None and ctx is not None:
-            vk = _when_key(env, rule, ctx)
-            if vk is not None:
-                key = ("skip", start + i, vk)
-                step = env.steps.get(key)
-                if step is not None:
-                    steps.append(step)
-                    continue
         row = table_trace[i]
+        ref = rules[start + i].ref
         status = TraceStatus.ERRORED if row.result is None else TraceStatus.SKIPPED
-        step = _new_step(status, f"did not match: {row.render()}", rule.ref.id,
-                         rule.ref.location, _EMPTY)
-        if key is not None and cache is not None:
-            cache[key] = step
-        steps.append(step)
+        steps.append(_new_step(status, f"did not match: {row.render()}", ref.id, ref.location,
+                               _EMPTY))
     quiet = n - len(indices)
     if quiet:
         step = cache.get(quiet) if cache is not None else None
@@ -2023,7 +2012,7 @@ def _decide(
             if tb is not None:
                 match, ttrace = ap.table.first_explained(ctx)
                 unknown: Sequence[int] = ttrace.unknown_rows()
-                _trace_rules(tb, rules, ttrace, 0, env, ctx)
+                _trace_rules(tb, rules, ttrace, 0, env)
                 index = None if match is None else match[0]
             else:
                 match, unknown = ap.table.first_with_unknowns(ctx)
