@@ -268,6 +268,7 @@ class _Replay:
         self._count_horizon: timedelta | None = None
         self.pending: list[tuple[datetime, int, Event]] = []
         self._seq = 0
+        self._checker: Any = None  # timeouts' replay-long checker (deadline memos)
 
     # -- helpers -----------------------------------------------------------------------
     def _rep(self, rep_id: Any) -> dict[str, Any] | None:
@@ -407,9 +408,12 @@ class _Replay:
         record = self._tracked(key)
         if record is None:
             return
-        from salesrules.timeouts import check
-
         host = self.host
+        if self.direct and self._checker is None:
+            from salesrules.timeouts import _Checker
+
+            self._checker = _Checker(self.policy)
+        checker = self._checker
         customer = None
         if record["type"] == "opportunity" and record.get("customer_id"):
             customer = host.records.get(record_key("customer", str(record["customer_id"])))
@@ -420,8 +424,7 @@ class _Replay:
             ev,
             key,
             lambda: (
-                check(
-                    self.policy,
+                checker.check(
                     record,
                     now=at,
                     activities=acts,

@@ -76,6 +76,9 @@ from salesrules.decision import (
     RuleRef,
     TraceBuilder,
     TraceStatus,
+    _fast_decision,
+    _fast_effect,
+    _fast_reason,
 )
 from salesrules.errors import RecordError
 from salesrules.records import (
@@ -848,6 +851,87 @@ class SweepOutcome:
         )
 
 
+# Fast constructors for hot paths: set the slots directly (skipping the frozen dataclass
+# ``__init__``); every field is given, so the result equals the regular constructor's.
+_new = object.__new__
+_S_STATUS = tuple(ClockStatus.__dict__[f].__set__ for f in (
+    "clock", "type", "state", "anchor_kind", "anchor", "duration", "deadline", "warn_at",
+    "remaining_seconds", "grade", "stage", "extensions"))
+_S_OUTCOME = tuple(CheckOutcome.__dict__[f].__set__ for f in (
+    "record", "action", "clocks", "release", "warnings", "held_by", "next_check_at"))
+_S_ENTRY = tuple(SweepEntry.__dict__[f].__set__ for f in (
+    "record", "action", "next_check_at", "clock", "pool", "scope", "deadline"))
+_S_NEXT = Decision.__dict__["next_check_at"].__set__
+
+
+def _status(clock: str, type_: str, state: ClockState, anchor_kind: str,
+            anchor: datetime | None = None, duration: str | None = None,
+            deadline: datetime | None = None, warn_at: datetime | None = None,
+            remaining: int | None = None, grade_: str | None = None,
+            stage: str | None = None, extensions: int = 0) -> ClockStatus:
+    s: ClockStatus = _new(ClockStatus)
+    a, b, c, d, e, f, g, h, i, j, k, m = _S_STATUS
+    a(s, clock)
+    b(s, type_)
+    c(s, state)
+    d(s, anchor_kind)
+    e(s, anchor)
+    f(s, duration)
+    g(s, deadline)
+    h(s, warn_at)
+    i(s, remaining)
+    j(s, grade_)
+    k(s, stage)
+    m(s, extensions)
+    return s
+
+
+def _outcome(record: str, action: Action, clocks: tuple[ClockStatus, ...] = (),
+             release: ReleaseOutcome | None = None, warnings: tuple[str, ...] = (),
+             held_by: tuple[str, ...] = (), next_check_at: datetime | None = None,
+             ) -> CheckOutcome:
+    o: CheckOutcome = _new(CheckOutcome)
+    a, b, c, d, e, f, g = _S_OUTCOME
+    a(o, record)
+    b(o, action)
+    c(o, clocks)
+    d(o, release)
+    e(o, warnings)
+    f(o, held_by)
+    g(o, next_check_at)
+    return o
+
+
+def _sweep_entry(record: str, action: Action, next_check_at: datetime | None = None,
+                 clock: str | None = None, pool: str | None = None, scope: str | None = None,
+                 deadline: datetime | None = None) -> SweepEntry:
+    o: SweepEntry = _new(SweepEntry)
+    a, b, c, d, e, f, g = _S_ENTRY
+    a(o, record)
+    b(o, action)
+    c(o, next_check_at)
+    d(o, clock)
+    e(o, pool)
+    f(o, scope)
+    g(o, deadline)
+    return o
+
+
+def _check_decision(outcome: CheckOutcome, reasons: tuple[Reason, ...],
+                    effects: tuple[Effect, ...] = (), assumptions: tuple[Assumption, ...] = (),
+                    next_check_at: datetime | None = None, errors: tuple[RuleIssue, ...] = (),
+                    trace: Any = None, digest: str = "") -> Decision[CheckOutcome]:
+    """``Decision(kind="check", ...)``; ``reasons``/``effects`` hold frozen values already."""
+    d = _fast_decision("check", outcome, reasons, effects, assumptions, errors, trace, digest)
+    if next_check_at is not None:
+        _S_NEXT(d, next_check_at)
+    return d
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t is not None else None
+
+
 # ---------------------------------------------------------------------------------------------
 # Grading
 # ---------------------------------------------------------------------------------------------
@@ -856,12 +940,17 @@ class SweepOutcome:
 def _present(data: Mapping[str, Any], path: tuple[str, ...]) -> bool:
     node: Any = data
     for part in path:
-        if isinstance(node, Mapping):
+        if type(node) is dict or isinstance(node, Mapping):
             node = node.get(part)
         else:
             node = getattr(node, part, None)
         if node is None:
             return False
+    t = type(node)
+    if t is str:
+        return bool(node.strip())
+    if t is list or t is tuple or t is dict:
+        return bool(node)
     if isinstance(node, str):
         return bool(node.strip())
     if isinstance(node, list | tuple | set | frozenset | dict):
@@ -1297,7 +1386,7 @@ class _DayTable:
     a memo that fills up is simply cleared.
     """
 
-    __slots__ = ("_days", "_plans", "_targets", "_walls", "cal", "zone")
+    __slots__ = ("_days", "_plans", "_targets", "_walls", "cal", "texts", "zone")
 
     _LIMIT = 4096
 
@@ -1308,6 +1397,8 @@ class _DayTable:
         self._walls: dict[int, tuple[tuple[int, int], ...]] = {}
         self._targets: dict[tuple[int, int], int] = {}
         self._plans: dict[tuple[int, int], tuple[tuple[_Row, ...], tuple[_Row, ...]]] = {}
+        #: ``str(duration)`` of the policy's durations (a handful of compiled values)
+        self.texts: dict[Duration, str] = {}
 
     def wall(self, ordinal: int) -> tuple[tuple[int, int], ...]:
         hit = self._walls.get(ordinal)
@@ -1391,20 +1482,35 @@ class _Clockwork:
     with its size.
     """
 
-    __slots__ = ("_adds", "_texts", "cal", "days", "zone")
+    __slots__ = ("_adds", "_bdays", "_texts", "_warns", "cal", "days", "remember", "zone")
 
     _LIMIT = 4096
+    _RLIMIT = 1 << 16
 
-    def __init__(self, cal: Calendar, days: _DayTable | None = None) -> None:
+    def __init__(self, cal: Calendar, days: _DayTable | None = None,
+                 remember: bool = False) -> None:
         self.cal = cal
         self.days = days if days is not None and days.cal is cal else _DayTable(cal)
         self.zone = self.days.zone
         self._adds: dict[tuple[datetime, Duration], datetime] = {}
-        self._texts: dict[Duration, str] = {}
+        self._texts = self.days.texts
+        #: with ``remember`` (a replay: the same record is checked again and again with the
+        #: same anchors), business-day deadlines and warning times are memoized per instant too
+        self.remember = remember
+        self._bdays: dict[tuple[datetime, int], datetime] = {}
+        self._warns: dict[tuple[datetime, Duration, datetime, Duration], datetime] = {}
 
     def add(self, start: datetime, d: Duration) -> datetime:
         unit = d.unit
         if unit == "business_days":
+            if self.remember:
+                key2 = (start, d.amount)
+                out2 = self._bdays.get(key2)
+                if out2 is None:
+                    if len(self._bdays) >= self._RLIMIT:
+                        self._bdays.clear()
+                    out2 = self._bdays[key2] = self._add_days_fast(start, d.amount)
+                return out2
             return self._add_days_fast(start, d.amount)
         if (unit == "days" or unit == "weeks") and not d.rest:
             local = start.astimezone(self.zone).replace(tzinfo=None)
@@ -1518,6 +1624,18 @@ class _Clockwork:
 
     def warn_at(self, anchor: datetime, d: Duration, deadline: datetime,
                 warn: Duration) -> datetime:
+        if self.remember:
+            key = (anchor, d, deadline, warn)
+            hit = self._warns.get(key)
+            if hit is None:
+                if len(self._warns) >= self._RLIMIT:
+                    self._warns.clear()
+                hit = self._warns[key] = self._warn_at(anchor, d, deadline, warn)
+            return hit
+        return self._warn_at(anchor, d, deadline, warn)
+
+    def _warn_at(self, anchor: datetime, d: Duration, deadline: datetime,
+                 warn: Duration) -> datetime:
         if warn.unit == d.unit and not warn.rest and not d.rest:
             left = d.amount - warn.amount
             if left <= 0:
@@ -1558,7 +1676,7 @@ class _Eval:
     @property
     def status(self) -> ClockStatus:
         if self._status is None:
-            self._status = ClockStatus(*(self._args or ()))
+            self._status = _status(*(self._args or ()))
         return self._status
 
 
@@ -1607,8 +1725,8 @@ def _eval_clock(c: _Clock, f: _Facts, t: TimeoutsPolicy, now: datetime,
     if ctype == "follow_up":
         if not c.restart:
             if f.first_follow_up is not None:
-                return _settled(c, ClockStatus(c.id, ctype, "met", "follow_up",
-                                               f.first_follow_up))
+                return _settled(c, _status(c.id, ctype, "met", "follow_up",
+                                           f.first_follow_up))
             anchor, kind = base, "ownership_start"
         elif f.last_follow_up is not None:
             anchor, kind = f.last_follow_up, "last_follow_up"
@@ -1616,10 +1734,10 @@ def _eval_clock(c: _Clock, f: _Facts, t: TimeoutsPolicy, now: datetime,
             anchor, kind = base, "ownership_start"
     elif ctype == "conversion":
         if f.converted_at is not None and f.converted_at <= now:
-            return _settled(c, ClockStatus(c.id, ctype, "met", "conversion", f.converted_at))
+            return _settled(c, _status(c.id, ctype, "met", "conversion", f.converted_at))
         if c.start == "first_follow_up":
             if f.first_follow_up is None:
-                return _settled(c, ClockStatus(c.id, ctype, "not_started", "first_follow_up"))
+                return _settled(c, _status(c.id, ctype, "not_started", "first_follow_up"))
             anchor, kind = f.first_follow_up, "first_follow_up"
         else:
             anchor, kind = base, "ownership_start"
@@ -1812,24 +1930,28 @@ def _release(t: TimeoutsPolicy, f: _Facts, ev: _Eval, cw: _Clockwork, reasons: l
     cooldown_until = cw.add(deadline, cooldown) if cooldown is not None else None
     why = f"clock {c.id} overdue since {deadline.isoformat()}"
     effects: list[Effect] = []
+    dl_iso = deadline.isoformat()
     for target in records:
-        effects.append(Effect("release_to_pool", target, f"release_to_pool:{target}:{tenure}",
-                              {"pool": c.pool, "previous_owner_id": owner, "reason": why,
-                               "clock": c.id, "deadline": deadline}))
+        effects.append(_fast_effect(
+            "release_to_pool", target, f"release_to_pool:{target}:{tenure}",
+            MappingProxyType({"pool": c.pool, "previous_owner_id": owner, "reason": why,
+                              "clock": c.id, "deadline": dl_iso})))
     if cooldown_until is not None and owner is not None:
+        until_iso = cooldown_until.isoformat()
         for target in records:
-            effects.append(Effect("start_cooldown", f"rep:{owner}",
-                                  f"start_cooldown:rep:{owner}:{target}@{tenure}",
-                                  {"record": target, "pool": c.pool, "until": cooldown_until}))
+            effects.append(_fast_effect(
+                "start_cooldown", f"rep:{owner}", f"start_cooldown:rep:{owner}:{target}@{tenure}",
+                MappingProxyType({"record": target, "pool": c.pool, "until": until_iso})))
     for rep in _recipients(t.notify_release, f):
-        effects.append(Effect("notify", f"rep:{rep}", f"notify:rep:{rep}:release:{f.target}"
-                              f"@{tenure}",
-                              {"message": f"{', '.join(records)} released to {c.pool}: {why}",
-                               "record": f.target, "template": "timeout_release"}))
+        effects.append(_fast_effect(
+            "notify", f"rep:{rep}", f"notify:rep:{rep}:release:{f.target}@{tenure}",
+            MappingProxyType({"message": f"{', '.join(records)} released to {c.pool}: {why}",
+                              "record": f.target, "template": "timeout_release"})))
     for target in records:
-        effects.append(Effect("audit", target, f"audit:{target}:release@{tenure}",
-                              {"action": "release", "actor": "salesrules", "reason": why,
-                               "previous_owner_id": owner}))
+        effects.append(_fast_effect(
+            "audit", target, f"audit:{target}:release@{tenure}",
+            MappingProxyType({"action": "release", "actor": "salesrules", "reason": why,
+                              "previous_owner_id": owner})))
     reasons.append(Reason(
         "released", f"{', '.join(records)} released to {c.pool} ({scope})", c.ref.id,
         c.ref.location, {"clock": c.id, "pool": c.pool, "scope": scope,
@@ -1861,21 +1983,23 @@ def _decide(t: TimeoutsPolicy, f: _Facts, now: datetime, cw: _Clockwork, explain
         elif f.stage in t.lost_stages:
             f.status = "lost"
     if f.status == "lost":
-        return Decision("check", CheckOutcome(f.target, "none"),
-                        (Reason("closed", f"{f.target} is lost: no clock runs"),),
-                        trace=tb.build() if tb else None, policy_digest=digest)
+        return _check_decision(_outcome(f.target, "none"),
+                               (_fast_reason("closed", f"{f.target} is lost: no clock runs"),),
+                               trace=tb.build() if tb else None, digest=digest)
     if f.status == "won":
-        return Decision("check", CheckOutcome(f.target, "none", held_by=("won",)),
-                        (Reason("won", f"{f.target} is won: never released"),),
-                        trace=tb.build() if tb else None, policy_digest=digest)
+        return _check_decision(_outcome(f.target, "none", held_by=("won",)),
+                               (_fast_reason("won", f"{f.target} is won: never released"),),
+                               trace=tb.build() if tb else None, digest=digest)
     if f.type == "lead" and f.converted_at is not None and f.converted_at <= now:
-        return Decision("check", CheckOutcome(f.target, "none"),
-                        (Reason("converted", f"{f.target} was converted: its clocks stopped"),),
-                        trace=tb.build() if tb else None, policy_digest=digest)
+        return _check_decision(
+            _outcome(f.target, "none"),
+            (_fast_reason("converted", f"{f.target} was converted: its clocks stopped"),),
+            trace=tb.build() if tb else None, digest=digest)
     if f.owner_id is None:
-        return Decision("check", CheckOutcome(f.target, "none"),
-                        (Reason("unowned", f"{f.target} has no owner: no clock runs"),),
-                        trace=tb.build() if tb else None, policy_digest=digest)
+        return _check_decision(
+            _outcome(f.target, "none"),
+            (_fast_reason("unowned", f"{f.target} has no owner: no clock runs"),),
+            trace=tb.build() if tb else None, digest=digest)
     evals: list[_Eval] = []
     errors: list[RuleIssue] = []
     reasons: list[Reason] = []
@@ -1917,11 +2041,12 @@ def _decide(t: TimeoutsPolicy, f: _Facts, now: datetime, cw: _Clockwork, explain
     nxt: datetime | None = None
     if overdue or warning:
         for e in (*overdue, *warning):
-            reasons.append(Reason(
+            dl_iso = _iso(e.deadline)
+            reasons.append(_fast_reason(
                 e.state, f"clock {e.clock.id} {'overdue since' if e.state == 'overdue' else 'due'}"
-                f" {e.deadline.isoformat() if e.deadline else '-'}",
+                f" {dl_iso or '-'}",
                 e.clock.ref.id, e.clock.ref.location,
-                {"clock": e.clock.id, "deadline": e.deadline}))
+                MappingProxyType({"clock": e.clock.id, "deadline": dl_iso})))
         held = tuple(_holds(t, f, reasons, errors, tb))
     if overdue and not held:
         first = min(overdue, key=lambda e: (e.deadline, evals.index(e)))
@@ -1945,14 +2070,16 @@ def _decide(t: TimeoutsPolicy, f: _Facts, now: datetime, cw: _Clockwork, explain
             action = "warn"
             warned = tuple(e.clock.id for e in warning)
             for e in warning:
+                dl_iso = _iso(e.deadline)
+                dl = dl_iso or "-"
                 for rep in _recipients(t.notify_warn, f):
-                    dl = e.deadline.isoformat() if e.deadline else "-"
-                    effects.append(Effect(
+                    effects.append(_fast_effect(
                         "notify", f"rep:{rep}", f"notify:rep:{rep}:warn:{e.clock.id}:"
                         f"{f.target}:{dl}",
-                        {"message": f"{f.target}: {e.clock.id} runs out at {dl}",
-                         "record": f.target, "template": "timeout_warning",
-                         "clock": e.clock.id, "deadline": e.deadline}))
+                        MappingProxyType({
+                            "message": f"{f.target}: {e.clock.id} runs out at {dl}",
+                            "record": f.target, "template": "timeout_warning",
+                            "clock": e.clock.id, "deadline": dl_iso})))
         for e in evals:
             if e.state == "running":
                 cand = e.warn_at if e.warn_at is not None and e.warn_at > now else e.deadline
@@ -1966,11 +2093,10 @@ def _decide(t: TimeoutsPolicy, f: _Facts, now: datetime, cw: _Clockwork, explain
             reasons.append(Reason("no_clock", f"no clock applies to {f.target}"))
         elif action == "none":
             reasons.append(_ON_TIME)
-    out = CheckOutcome(f.target, action, statuses, release, warned, held, nxt)
-    return Decision(
-        kind="check", outcome=out, reasons=tuple(reasons), effects=tuple(effects),
-        assumptions=tuple(assumptions), next_check_at=nxt, errors=tuple(errors),
-        trace=tb.build() if tb is not None else None, policy_digest=digest,
+    out = _outcome(f.target, action, statuses, release, warned, held, nxt)
+    return _check_decision(
+        out, tuple(reasons), tuple(effects), tuple(assumptions), nxt, tuple(errors),
+        tb.build() if tb is not None else None, digest,
     )
 
 
@@ -1983,7 +2109,7 @@ def _lean_entry(t: TimeoutsPolicy, f: _Facts, now: datetime,
         return None
     if (f.status != "open" or f.owner_id is None
             or (f.type == "lead" and f.converted_at is not None and f.converted_at <= now)):
-        return SweepEntry(f.target, "none")
+        return _sweep_entry(f.target, "none")
     nxt: datetime | None = None
     for c in t.by_type.get(f.type, ()):
         if c.when is not None:
@@ -2005,19 +2131,20 @@ def _lean_entry(t: TimeoutsPolicy, f: _Facts, now: datetime,
             return None
         if cand is not None and (nxt is None or cand < nxt):
             nxt = cand
-    return SweepEntry(f.target, "none", nxt)
+    return _sweep_entry(f.target, "none", nxt)
 
 
 def _entry(d: Decision[CheckOutcome]) -> SweepEntry:
     o = d.outcome
     if o.release is not None:
         r = o.release
-        return SweepEntry(o.record, o.action, o.next_check_at, r.clock, r.pool, r.scope,
-                          r.deadline)
+        return _sweep_entry(o.record, o.action, o.next_check_at, r.clock, r.pool, r.scope,
+                            r.deadline)
     if o.action == "warn":
         st = next(c for c in o.clocks if c.clock == o.warnings[0])
-        return SweepEntry(o.record, o.action, o.next_check_at, st.clock, deadline=st.deadline)
-    return SweepEntry(o.record, o.action, o.next_check_at)
+        return _sweep_entry(o.record, o.action, o.next_check_at, st.clock,
+                            deadline=st.deadline)
+    return _sweep_entry(o.record, o.action, o.next_check_at)
 
 
 def _timeouts(policy: Any) -> TimeoutsPolicy:
@@ -2072,6 +2199,27 @@ def check(
     f = _prepare(t, inp, now)
     return _decide(t, f, now, _Clockwork(t.calendar, t.days), explain,
                    str(getattr(policy, "digest", "")))
+
+
+class _Checker:
+    """:func:`check` for many calls over time (a replay): the deadline memos live as long as
+    this object, whose owner keeps it for one replay. Decisions equal :func:`check`'s."""
+
+    __slots__ = ("cw", "digest", "t")
+
+    def __init__(self, policy: Any) -> None:
+        self.t = _timeouts(policy)
+        self.cw = _Clockwork(self.t.calendar, self.t.days, remember=True)
+        self.digest = str(getattr(policy, "digest", ""))
+
+    def check(self, record: Any, *, now: datetime, activities: Sequence[Any] = (),
+              stage_history: Sequence[Any] = (), ownership_history: Sequence[Any] = (),
+              customer: Any = None) -> Decision[CheckOutcome]:
+        """As :func:`check` (without a trace)."""
+        t = self.t
+        now = _now(now)
+        inp = CheckInput(record, activities, stage_history, ownership_history, customer)
+        return _decide(t, _prepare(t, inp, now), now, self.cw, False, self.digest)
 
 
 _ITEM_KEYS = frozenset({"record", "activities", "stage_history", "ownership_history",
