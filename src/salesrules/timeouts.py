@@ -984,6 +984,23 @@ def _grade_of(
     return None, tried
 
 
+def _grade_index(g: GradingPolicy, lead: Mapping[str, Any]) -> int | None:
+    """``_grade_of(g, lead)[0]`` without collecting what each grade misses."""
+    ctx: dict[str, Any] | None = None
+    for i, rule in enumerate(g.grades):
+        for path in rule.require:
+            if not _present(lead, path):
+                break
+        else:
+            if rule.when is None:
+                return i
+            if ctx is None:
+                ctx = {"lead": lead}
+            if rule.when(ctx) is True:
+                return i
+    return None
+
+
 def _grading(policy: Any) -> GradingPolicy:
     if not _has(policy, "grading"):
         raise RecordError("policy", "grading", "this policy has no 'grading' section")
@@ -1702,7 +1719,7 @@ def _current_grade(t: TimeoutsPolicy, f: _Facts, now: datetime) -> str | None:
     if f.grade_changes:
         return _grade_at(f.grade_changes, now)
     if t.grading is not None:
-        idx, _ = _grade_of(t.grading, _mapping(f))
+        idx = _grade_index(t.grading, _mapping(f))
         return t.grading.grades[idx].id if idx is not None else t.grading.default
     return None
 
@@ -2101,16 +2118,19 @@ def _decide(t: TimeoutsPolicy, f: _Facts, now: datetime, cw: _Clockwork, explain
 
 
 def _lean_entry(t: TimeoutsPolicy, f: _Facts, now: datetime,
-                cw: _Clockwork) -> SweepEntry | None:
-    """The sweep entry of a record whose outcome is plainly ``none``, without building its
-    decision; ``None`` when the full decision is needed (a warning, an overdue clock, or a
-    condition that could not be evaluated)."""
+                cw: _Clockwork, act: bool = True) -> SweepEntry | None:
+    """The sweep entry of a record without building its decision (equal to
+    ``_entry(_decide(...))``); ``None`` when the full decision is needed (a terminal stage, a
+    clock condition that could not be evaluated, or, unless ``act``, a clock in its warning
+    period or overdue)."""
     if f.status == "open" and (f.stage in t.won_stages or f.stage in t.lost_stages):
         return None
     if (f.status != "open" or f.owner_id is None
             or (f.type == "lead" and f.converted_at is not None and f.converted_at <= now)):
         return _sweep_entry(f.target, "none")
     nxt: datetime | None = None
+    first_over: _Eval | None = None
+    first_warn: _Eval | None = None
     for c in t.by_type.get(f.type, ()):
         if c.when is not None:
             r = c.when(_ctx(f))
@@ -2125,13 +2145,61 @@ def _lean_entry(t: TimeoutsPolicy, f: _Facts, now: datetime,
         if state == "running":
             w = e.warn_at
             cand = w if w is not None and w > now else e.deadline
-        elif state == "met" or state == "not_started":
+        elif state == "warning":
+            if first_warn is None:
+                first_warn = e
+            cand = e.deadline
+        elif state == "overdue":
+            # the earliest deadline, the first such clock on a tie (as ``_decide``)
+            if first_over is None or (e.deadline is not None and first_over.deadline is not None
+                                      and e.deadline < first_over.deadline):
+                first_over = e
             continue
-        else:
-            return None
+        else:  # met, not_started
+            continue
         if cand is not None and (nxt is None or cand < nxt):
             nxt = cand
-    return _sweep_entry(f.target, "none", nxt)
+    if first_over is None and first_warn is None:
+        return _sweep_entry(f.target, "none", nxt)
+    if not act:
+        return None
+    if _lean_held(t, f):
+        return _sweep_entry(f.target, "none")
+    if first_over is not None:
+        c = first_over.clock
+        return _sweep_entry(f.target, "release", None, c.id, c.pool, _lean_scope(c, f),
+                            first_over.deadline)
+    if first_warn is None:  # pragma: no cover - one of the two is set here
+        return None
+    return _sweep_entry(f.target, "warn", nxt, first_warn.clock.id,
+                        deadline=first_warn.deadline)
+
+
+def _lean_held(t: TimeoutsPolicy, f: _Facts) -> bool:
+    """Whether :func:`_holds` holds the record (its reasons and errors aside)."""
+    if f.locked and (t.max_locks is None or f.lock_count is None
+                     or f.lock_count <= t.max_locks):
+        return True
+    if t.exemptions:
+        ctx: dict[str, Any] | None = None
+        for cond, _ref, types in t.exemptions:
+            if f.type not in types:
+                continue
+            if ctx is None:
+                ctx = _ctx(f)
+            if cond(ctx) is True:
+                return True
+    return False
+
+
+def _lean_scope(c: _Clock, f: _Facts) -> str:
+    """The scope :func:`_scope` chooses (its trace and errors aside)."""
+    if c.scope_rules:
+        ctx = _ctx(f)
+        for cond, scope, _ref in c.scope_rules:
+            if cond(ctx) is True:
+                return scope
+    return c.scope
 
 
 def _entry(d: Decision[CheckOutcome]) -> SweepEntry:
@@ -2331,7 +2399,7 @@ def sweep_all(policy: Any, items: Iterable[Any], now: datetime) -> Decision[Swee
     for item in items:
         n += 1
         f = _prepare(t, _as_input(item), now)
-        entry = _lean_entry(t, f, now, cw)
+        entry = _lean_entry(t, f, now, cw, act=False)
         if entry is None:
             d = _decide(t, f, now, cw, False, digest)
             errors.extend(d.errors)
