@@ -397,6 +397,9 @@ def _allocate_fast(amount: Any, shares: Any, exp: int) -> dict[str, Decimal] | N
     if wsum <= 0:
         return None
     unit = _QUANT[exp]
+    if len(ratios) == 1 and ratios[0][0] > 0:
+        # one member takes everything (``unit * -(-total)`` is ``unit * total``)
+        return dict.fromkeys(shares, unit * total)
     t = -total if total < 0 else total
     parts: list[int] = []
     rems: list[int] = []
