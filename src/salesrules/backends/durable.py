@@ -41,9 +41,17 @@ What falls back to the pure matcher (always giving the identical answer)
   network checks before anything is handed to the engine.
 * **Contexts** (the whole answer comes from the :class:`RuleTable`): a field that holds a value
   of a compared class that cannot be sent exactly (as above; or a string with ``"``, ``\\`` or a
-  control character when the field is used with an ordering operator), an event of more than
-  250 properties, and any error the engine reports (such as its 64-entry match stack
-  overflowing); after an engine error the engine's session state is deleted.
+  control character when the field is used with an ordering operator), and an event of more
+  than 250 properties.
+
+Rows are admitted in order while the emulated network also keeps durable's 64-entry match stack
+safe (every child counted as matching); the rest run on the pure matcher. durable's session
+state is itself a fact that flows through the rules, so every rule also requires the event's
+nonce property ``_`` (the state never has it; without this a purely negative rule would fire
+on the state). Should the engine still report an error or an unexpected action, the answer comes
+from the pure table and the table stops using durable for good (``describe()["active"]``):
+after such an error durable's session state may be corrupt, and deleting it can crash the
+process, so that ruleset is deliberately leaked rather than freed.
 
 Global state caveat
 -------------------
@@ -96,7 +104,7 @@ _MAX_HASH: Final = 448  # NEXT_BUCKET_LENGTH 512 (a full set makes durable loop 
 _MAX_LIST: Final = 120  # NEXT_LIST_LENGTH 128
 _MAX_BETAS: Final = 240  # BETA_LIST_LENGTH 256
 _MAX_PROPERTIES: Final = 250  # MAX_OBJECT_PROPERTIES 255
-_SID: Final = "0"
+_MAX_STACK: Final = 56  # MAX_STACK_SIZE 64 (an overflow corrupts the engine's session state)
 
 _NEG: Final[Mapping[str, str]] = {
     "$eq": "$neq",
@@ -358,6 +366,15 @@ class _Translator:
         raise _Unsupported(f"operator {op!r}")
 
 
+def _guard(f: _F) -> _F:
+    """Require the event nonce first: durable's own session-state fact flows through the same
+    network and would match a purely negative rule (``-m.f0p``); it never has ``_``."""
+    ex = ("ex", _NONCE)
+    if f[0] == "T":
+        return ex
+    return ("and", (ex, *(f[1] if f[0] == "and" else (f,))))
+
+
 def _combinators(f: _F) -> int:
     if f[0] in ("and", "or"):
         return 1 + sum(_combinators(c) for c in f[1])
@@ -403,13 +420,13 @@ class _Alpha:
     def __init__(self) -> None:
         self.hashed: dict[tuple[Any, ...], _Alpha] = {}
         self.listed: dict[str, _Alpha] = {}
-        self.links = 0
+        self.links: list[_Alpha] = []
         self.betas = 0
 
     def ok(self) -> bool:
         return (
             len(self.hashed) <= _MAX_HASH
-            and len(self.listed) + self.links <= _MAX_LIST
+            and len(self.listed) + len(self.links) <= _MAX_LIST
             and self.betas <= _MAX_BETAS
         )
 
@@ -451,7 +468,7 @@ class _Network:
             fwd = _Alpha()
             for c in f[1]:
                 end = self._add(c, parent, touched)
-                end.links += 1
+                end.links.append(fwd)
                 self._log.append(("links", end, None))
                 touched.append(end)
             return fwd
@@ -473,10 +490,28 @@ class _Network:
             elif what == "listed":
                 del node.listed[key]
             elif what == "links":
-                node.links -= 1
+                node.links.pop()
             else:
                 node.betas -= 1
         return False
+
+    def stack_height(self) -> int:
+        """Bound the height of durable's match stack (64 entries) over all events.
+
+        Matching pops a node and pushes every child that matches; this counts every child as
+        matching, so the true height never exceeds the bound.
+        """
+        memo: dict[int, int] = {}
+
+        def h(node: _Alpha) -> int:
+            got = memo.get(id(node))
+            if got is None:
+                kids = [*node.hashed.values(), *node.listed.values(), *node.links]
+                got = len(kids) + max((h(k) for k in kids), default=0)
+                memo[id(node)] = got
+            return got
+
+        return h(self.root)
 
 
 # --------------------------------------------------------------------------------------------
@@ -557,30 +592,29 @@ class DurableTable(Generic[T]):
             raise ValueError("table does not hold the given rows")
         self._payloads = tuple(p for _, p in self.rows)
         tr = _Translator()
-        net = _Network()
-        definition: dict[str, Any] = {}
-        rule_rows: dict[str, int] = {}
-        pure: list[int] = []
+        candidates: list[tuple[int, _F, dict[str, _FieldUse]]] = []
         unsupported: dict[int, str] = {}
         for i, (cond, _) in enumerate(self.rows):
             try:
                 formula, pending = tr.row(cond.spec)
                 if formula[0] == "F":
                     continue  # never true, in either matcher
+                formula = _guard(formula)
                 if _combinators(formula) > _MAX_COMBINATORS:
                     raise _Unsupported("more than 15 and/or nodes")
-                if len(definition) >= _MAX_ROWS:
-                    raise _Unsupported("durable's rules-per-ruleset limit")
-                if not net.try_add(formula):
-                    raise _Unsupported("durable's network tables would overflow")
             except _Unsupported as exc:
-                pure.append(i)
                 unsupported[i] = str(exc)
                 continue
+            candidates.append((i, formula, pending))
+        admitted = self._admit(candidates, unsupported)
+        definition: dict[str, Any] = {}
+        rule_rows: dict[str, int] = {}
+        for i, formula, pending in admitted:
             tr.commit(pending)
             expr = _to_durable(formula, lang.m)
             definition[f"r{i}"] = {"all": [{"m": expr.define()}], "pri": i + 1}
             rule_rows[f"r{i}"] = i
+        pure = sorted(unsupported)
         self._pure = tuple(pure)
         self._unsupported = unsupported
         self._rule_rows = rule_rows
@@ -605,6 +639,36 @@ class DurableTable(Generic[T]):
             handle = engine.create_ruleset(self.name, text)
             self._handle = handle
             self._finalizer = weakref.finalize(self, _delete_ruleset, engine, handle)
+
+    @staticmethod
+    def _admit(
+        candidates: list[tuple[int, _F, dict[str, _FieldUse]]], unsupported: dict[int, str]
+    ) -> list[tuple[int, _F, dict[str, _FieldUse]]]:
+        """Keep the rows durable's fixed-size tables and match stack can hold (row order)."""
+        net = _Network()
+        admitted: list[tuple[int, _F, dict[str, _FieldUse]]] = []
+        for cand in candidates:
+            if len(admitted) >= _MAX_ROWS:
+                unsupported[cand[0]] = "durable's rules-per-ruleset limit"
+            elif net.try_add(cand[1]):
+                admitted.append(cand)
+            else:
+                unsupported[cand[0]] = "durable's network tables would overflow"
+        if net.stack_height() <= _MAX_STACK:
+            return admitted
+        lo, hi = 0, len(admitted) - 1  # the longest prefix whose match stack stays small
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            trial = _Network()
+            for _, f, _ in admitted[:mid]:
+                trial.try_add(f)
+            if trial.stack_height() <= _MAX_STACK:
+                lo = mid
+            else:
+                hi = mid - 1
+        for i, _, _ in admitted[lo:]:
+            unsupported[i] = "durable's match stack could overflow"
+        return admitted[:lo]
 
     @classmethod
     def from_table(cls, table: RuleTable[T]) -> DurableTable[T]:
@@ -635,6 +699,7 @@ class DurableTable(Generic[T]):
             "pure_rows": {i: self._unsupported[i] for i in self._pure},
             "slots": sum(len(s.keys) + (s.presence is not None) for s in self._slots),
             "ruleset": self.name,
+            "active": self._handle is not None,
         }
 
     # --- evaluation --------------------------------------------------------------------------
@@ -663,9 +728,12 @@ class DurableTable(Generic[T]):
             return None
         return msg
 
-    def _reset(self) -> None:
-        with contextlib.suppress(self._engine.error):
-            self._engine.delete_state(self._handle, _SID)
+    def _poison(self) -> None:
+        """Stop using durable for this table after an engine error (its session state may be
+        corrupt: deleting it can crash the process, so the ruleset is left alone, not freed)."""
+        self._handle = None
+        if self._finalizer is not None:
+            self._finalizer.detach()
 
     def _durable_first(self, msg: dict[str, Any]) -> int | None:
         """Return the first durable row that matches, ``None``; raise ``_Unsupported`` on error."""
@@ -682,19 +750,19 @@ class DurableTable(Generic[T]):
                     return None
                 res = eng.start_action_for_state(h, state) if code == 0 else None
                 if res is None:
-                    self._reset()
+                    self._poison()
                     raise _Unsupported(f"durable returned {code} without an action")
                 fired = json.loads(res[1])
                 more = eng.complete_and_start_action(h, state)
             except eng.error as exc:
-                self._reset()
+                self._poison()
                 raise _Unsupported(str(exc)) from exc
             if more is not None or len(fired) != 1:
-                self._reset()
+                self._poison()
                 raise _Unsupported("more than one action")
             ((name, data),) = fired.items()
             if data.get("m", {}).get(_NONCE) != nonce:
-                self._reset()
+                self._poison()
                 raise _Unsupported("stale action")
             return self._rule_rows[name]
 
