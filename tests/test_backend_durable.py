@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gc
 import sys
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -22,9 +22,9 @@ pytest.importorskip(
     reason="durable-rules (the optional 'durable' extra, CPython <= 3.12) is not importable",
 )
 
-from salesrules.backends.durable import DurableTable, DurableUnavailableError  # noqa: E402
-from salesrules.conditions import RuleTable, compile_condition  # noqa: E402
-from salesrules.errors import SalesRulesError  # noqa: E402
+from salesrules.backends.durable import DurableTable, DurableUnavailableError
+from salesrules.conditions import RuleTable, compile_condition
+from salesrules.errors import SalesRulesError
 
 ROOTS = frozenset({"lead", "creator"})
 
@@ -67,7 +67,7 @@ def test_basic_first_match_and_unknowns() -> None:
 
 
 def test_no_match_is_none() -> None:
-    rt, dt = table([{"lead.a": 1}, {"lead.b": {"exists": True}}])
+    _, dt = table([{"lead.a": 1}, {"lead.b": {"exists": True}}])
     assert dt.first({"lead": {"a": 2}}) is None
     assert dt.first({"lead": "not a mapping"}) is None
     assert dt.first({}) is None
@@ -141,14 +141,20 @@ def test_dates_datetimes_bools_and_mixed_lists() -> None:
     t0 = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
     rt, dt = table(
         [
-            {"lead.at": {"between": [{"datetime": "2026-01-01T09:00:00+01:00"},
-                                     {"datetime": "2026-01-01T10:00:00Z"}]}},
+            {
+                "lead.at": {
+                    "between": [
+                        {"datetime": "2026-01-01T09:00:00+01:00"},
+                        {"datetime": "2026-01-01T10:00:00Z"},
+                    ]
+                }
+            },
             {"lead.day": {"lt": {"date": "2026-03-01"}}},
             {"lead.flag": {"in": [True, "yes", 1]}},
             {"lead.flag": {"ne": False}},
         ]
     )
-    cet = timezone_plus(1)
+    cet = timezone(timedelta(hours=1))
     same(
         rt,
         dt,
@@ -168,12 +174,6 @@ def test_dates_datetimes_bools_and_mixed_lists() -> None:
             {"flag": 0},
         ],
     )
-
-
-def timezone_plus(hours: int) -> Any:
-    from datetime import timezone
-
-    return timezone(timedelta(hours=hours))
 
 
 def test_nested_negations() -> None:
@@ -197,7 +197,7 @@ def test_nested_negations() -> None:
 
 
 def test_names_are_unique_and_close_falls_back() -> None:
-    rt1, dt1 = table([{"lead.a": 1}])
+    _, dt1 = table([{"lead.a": 1}])
     rt2, dt2 = table([{"lead.a": 1}])
     assert dt1.name != dt2.name
     assert dt1.name.startswith("salesrules_")
