@@ -2570,9 +2570,15 @@ def assign_many(
     append = out.append
     text_fields = _text_fields(ap)
     plain = not explain and ap.protection is None
+    creators: dict[str, Mapping[str, Any]] = {}  # creator id -> its mapping (fixed per roster)
     for lead in leads:
         lead_map = _lead_mapping(lead, text_fields)
-        creator = _creator_mapping(ros, lead_map, None)
+        cid = lead_map.get("creator_id")
+        creator = creators.get(cid) if type(cid) is str else None
+        if creator is None:
+            creator = _creator_mapping(ros, lead_map, None)
+            if type(cid) is str:
+                creators[cid] = creator
         decision = (_decide_plain(env, lead_map, creator) if plain
                     else _decide(env, lead_map, creator, _EMPTY, explain))
         append(decision)
@@ -2580,8 +2586,9 @@ def assign_many(
             working.update(decision.state)
         outcome = decision.outcome
         if outcome.owner_kind == "rep":
-            _record_assignment(caps, env.loads.get(outcome.owner_id), lead_map, now)
-            env.release(outcome.owner_id)
+            owner = outcome.owner_id
+            _record_assignment(caps, env.loads.get(owner), lead_map, now)
+            env.release(owner)
     return out
 
 
