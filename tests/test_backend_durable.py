@@ -137,6 +137,13 @@ def test_values_durable_cannot_compare_fall_back_per_context() -> None:
     )
 
 
+def test_long_strings_are_compared_exactly() -> None:
+    long = "a" * 70_000
+    rt, dt = table([{"lead.s": "a"}, {"lead.s": long}, {"lead.t": long[:20_000]}])
+    assert 1 in dt.describe()["pure_rows"]
+    same(rt, dt, [{"s": "a"}, {"s": long}, {"s": "a" * 65_537}, {"t": long[:20_000]}])
+
+
 def test_dates_datetimes_bools_and_mixed_lists() -> None:
     t0 = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
     rt, dt = table(

@@ -34,7 +34,8 @@ What falls back to the pure matcher (always giving the identical answer)
   cannot compare exactly (ints beyond ±2**53, floats whose JSON form has an exponent, Decimals
   that are not exactly such an int or float); strings that are not valid UTF-8; strings used with
   ``lt le gt ge between`` that contain a character up to ``"`` (U+0022) or a backslash (durable
-  compares the raw JSON text with ``strncmp``); rows with more than 15 ``and``/``or`` nodes
+  compares the raw JSON text with ``strncmp``); strings of more than 64 KiB of JSON (durable
+  keeps string lengths in 16 bits); rows with more than 15 ``and``/``or`` nodes
   (durable's expression-sequence limit); and rows that would overflow durable's fixed-size
   network tables (512-entry child hash sets — durable *loops forever* when one fills —,
   128-entry lists, 256 rules per node, 4096 rules per ruleset), which an emulation of its alpha
@@ -158,6 +159,13 @@ def _load_engine() -> tuple[Any, Any]:
 
 
 def _utf8_ok(s: str) -> bool:
+    """Whether durable can hold ``s``: valid UTF-8 and under 64 KiB of JSON text (durable keeps
+    string lengths in 16 bits, so a longer string would compare on a truncated length)."""
+    if (
+        len(s) > 10_000
+        and len(json.dumps(s, ensure_ascii=False).encode("utf-8", "replace")) > 65_000
+    ):
+        return False
     if s.isascii():
         return True
     try:
