@@ -142,8 +142,8 @@ class _Unsupported(Exception):
 
 def _load_engine() -> tuple[Any, Any]:
     try:
-        import durable_rules_engine  # type: ignore[import-not-found]
-        from durable import lang  # type: ignore[import-untyped]
+        import durable_rules_engine  # type: ignore[import-not-found,unused-ignore]
+        from durable import lang  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError as exc:
         raise DurableUnavailableError(
             "the durable backend needs durable-rules 2.0.28 (CPython 3.11/3.12): "
