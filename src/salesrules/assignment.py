@@ -2204,7 +2204,8 @@ def _decide_plain(env: _Env, lead: Mapping[str, Any], creator: Mapping[str, Any]
                         load = env.loads.get(rid)
                         by_cap = load.by_cap
                         counted = []
-                        for cap, cid, limit, _key, _description in _cap_rows(env, caps, rep):
+                        rows = env.cap_rows.get((id(caps), rid)) or _cap_rows(env, caps, rep)
+                        for cap, cid, limit, _key, _description in rows:
                             c = by_cap.get(cid)
                             if c is None:
                                 c = _count(cap, load, env.clock)
@@ -2242,8 +2243,7 @@ def _decide_plain(env: _Env, lead: Mapping[str, Any], creator: Mapping[str, Any]
             if caps:
                 if counted is None:
                     assumptions = _cap_assumptions(env, caps, rid)
-                else:  # the counts just checked (nothing changed them since)
-                    rows = env.cap_rows[(id(caps), rid)]
+                else:  # the counts just checked, for the caps in ``rows`` (unchanged since)
                     assumptions = [_new_assumption(row[3], c, row[4])
                                    for row, c in zip(rows, counted, strict=True)]
             assumptions.append(_new_assumption(f"state:{key}", version,
