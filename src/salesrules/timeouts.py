@@ -1499,7 +1499,8 @@ class _Clockwork:
     with its size.
     """
 
-    __slots__ = ("_adds", "_bdays", "_texts", "_warns", "cal", "days", "remember", "zone")
+    __slots__ = ("_adds", "_bdays", "_tails", "_texts", "_warns", "cal", "days", "remember",
+                 "zone")
 
     _LIMIT = 4096
     _RLIMIT = 1 << 16
@@ -1516,6 +1517,9 @@ class _Clockwork:
         self.remember = remember
         self._bdays: dict[tuple[datetime, int], datetime] = {}
         self._warns: dict[tuple[datetime, Duration, datetime, Duration], datetime] = {}
+        #: (clock id, anchor, id(duration), extensions) -> (duration, deadline, warn_at, base)
+        self._tails: dict[tuple[str, datetime, int, int],
+                          tuple[Duration, datetime, datetime | None, datetime]] = {}
 
     def add(self, start: datetime, d: Duration) -> datetime:
         unit = d.unit
@@ -1730,6 +1734,22 @@ def _mapping(f: _Facts) -> Any:
     return f.mapping
 
 
+def _tail(c: _Clock, t: TimeoutsPolicy, cw: _Clockwork, anchor: datetime, d: Duration,
+          deadline: datetime, n_ext: int) -> tuple[datetime, datetime | None, datetime]:
+    """A clock's deadline, warning time and deadline before extensions, from its anchor,
+    duration and plain deadline (``cw.add(anchor, d)``)."""
+    warn_at = cw.warn_at(anchor, d, deadline, c.warn) if c.warn is not None else None
+    base_deadline = deadline
+    if n_ext and t.extension is not None:
+        deadline = cw.add_n(deadline, t.extension, n_ext)
+        if warn_at is not None:
+            warn_at = cw.add_n(warn_at, t.extension, n_ext)
+    if c.end_of_day:
+        deadline = cw.end_of_day(deadline)
+        base_deadline = cw.end_of_day(base_deadline)
+    return deadline, warn_at, base_deadline
+
+
 def _eval_clock(c: _Clock, f: _Facts, t: TimeoutsPolicy, now: datetime,
                 cw: _Clockwork) -> _Eval | None:
     base = f.owner_since
@@ -1823,17 +1843,19 @@ def _eval_clock(c: _Clock, f: _Facts, t: TimeoutsPolicy, now: datetime,
         deadline = cw.add(anchor, d)
     if d is None:  # pragma: no cover - every branch above sets a duration or returns
         return None
-    warn_at = cw.warn_at(anchor, d, deadline, c.warn) if c.warn is not None else None
-    base_deadline = deadline
     n_ext = 0
     if f.extensions and c.extendable and t.extension is not None and t.max_extensions:
         n_ext = min(f.extensions, t.max_extensions)
-        deadline = cw.add_n(deadline, t.extension, n_ext)
-        if warn_at is not None:
-            warn_at = cw.add_n(warn_at, t.extension, n_ext)
-    if c.end_of_day:
-        deadline = cw.end_of_day(deadline)
-        base_deadline = cw.end_of_day(base_deadline)
+    if cw.remember:
+        key = (c.id, anchor, id(d), n_ext)
+        hit = cw._tails.get(key)
+        if hit is None or hit[0] is not d:
+            if len(cw._tails) >= cw._RLIMIT:
+                cw._tails.clear()
+            hit = cw._tails[key] = (d, *_tail(c, t, cw, anchor, d, deadline, n_ext))
+        deadline, warn_at, base_deadline = hit[1], hit[2], hit[3]
+    else:
+        deadline, warn_at, base_deadline = _tail(c, t, cw, anchor, d, deadline, n_ext)
     if now >= deadline:
         state: ClockState = "overdue"
     elif warn_at is not None and now >= warn_at:
