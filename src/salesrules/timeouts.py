@@ -1199,44 +1199,52 @@ def _opt_time(d: Mapping[str, Any], key: str) -> tuple[bool, datetime | None]:
 
 def _facts_from_mapping(d: Mapping[str, Any]) -> _Facts | None:
     """Cheap validation of a dict record; ``None`` means 'not clearly valid, use pydantic'."""
-    f = _Facts()
-    rid, typ = d.get("id"), d.get("type")
+    get = d.get
+    rid, typ = get("id"), get("type")
     if type(rid) is not str or typ not in ("lead", "customer", "opportunity"):
         return None
-    status = d.get("status", "open")
+    status = get("status", "open")
     if status not in ("open", "won", "lost"):
         return None
-    ok1, f.owner_since = _opt_time(d, "owner_since")
-    ok2, f.stage_entered = _opt_time(d, "stage_entered_at")
-    ok3, f.converted_at = _opt_time(d, "converted_at")
-    ok4, _ = _opt_time(d, "created_at")
-    if not (ok1 and ok2 and ok3 and ok4):
-        return None
-    owner, manager, grade_, stage, cust = (d.get("owner_id"), d.get("owner_manager_id"),
-                                           d.get("grade"), d.get("stage"), d.get("customer_id"))
+    times: list[datetime | None] = []
+    for key in ("owner_since", "stage_entered_at", "converted_at", "created_at"):
+        v = get(key)
+        if v is not None and (type(v) is not datetime or v.tzinfo is None
+                              or v.utcoffset() is None):
+            v = _aware(v)
+            if v is None:
+                return None
+        times.append(v)
+    owner, manager, grade_, stage, cust = (get("owner_id"), get("owner_manager_id"),
+                                           get("grade"), get("stage"), get("customer_id"))
     for v in (owner, manager, grade_, stage, cust):
         if v is not None and type(v) is not str:
             return None
-    locked = d.get("locked", False)
-    lock_count = d.get("owner_lock_count")
-    ext = d.get("extensions", 0)
+    locked = get("locked", False)
+    lock_count = get("owner_lock_count")
+    ext = get("extensions", 0)
     if type(locked) is not bool or type(ext) is not int or ext < 0:
         return None
     if lock_count is not None and (type(lock_count) is not int or lock_count < 0):
         return None
+    gcs = get("grade_changes")
     changes: list[tuple[datetime, str]] = []
-    for gc in d.get("grade_changes") or ():
-        if not isinstance(gc, Mapping) or type(gc.get("grade")) is not str or set(gc) - {"grade", "at"}:
-            return None
-        at = _aware(gc.get("at"))
-        if at is None:
-            return None
-        changes.append((at, gc["grade"]))
+    if gcs:
+        for gc in gcs:
+            if not isinstance(gc, Mapping) or type(gc.get("grade")) is not str \
+                    or set(gc) - {"grade", "at"}:
+                return None
+            at = _aware(gc.get("at"))
+            if at is None:
+                return None
+            changes.append((at, gc["grade"]))
+        changes.sort(key=lambda x: x[0])
+    f = _Facts()
+    f.owner_since, f.stage_entered, f.converted_at = times[0], times[1], times[2]
     f.type, f.id, f.target = typ, rid, f"{typ}:{rid}"
     f.owner_id, f.manager_id, f.status = owner, manager, status
     f.grade, f.stage, f.customer_id = grade_, stage, cust
     f.locked, f.lock_count, f.extensions = locked, lock_count, ext
-    changes.sort(key=lambda x: x[0])
     f.grade_changes = tuple(changes)
     f.model, f.mapping = None, d
     return f
@@ -1359,11 +1367,17 @@ def _tenure_start(f: _Facts, hist: list[tuple[datetime, Any]], now: datetime) ->
 def _prepare(
     t: TimeoutsPolicy, inp: CheckInput, now: datetime
 ) -> _Facts:
-    f = _record_facts(inp.record)
-    f.customer = inp.customer
-    acts = _items(inp.activities, f"{f.target} activities")
-    stages = _items(inp.stage_history, f"{f.target} stage_history")
-    owners = _items(inp.ownership_history, f"{f.target} ownership_history")
+    return _prepare_parts(t, inp.record, inp.activities, inp.stage_history,
+                          inp.ownership_history, inp.customer, now)
+
+
+def _prepare_parts(t: TimeoutsPolicy, record: Any, activities: Any, stage_history: Any,
+                   ownership_history: Any, customer: Any, now: datetime) -> _Facts:
+    f = _record_facts(record)
+    f.customer = customer
+    acts = _items(activities, f"{f.target} activities")
+    stages = _items(stage_history, f"{f.target} stage_history")
+    owners = _items(ownership_history, f"{f.target} ownership_history")
     if f.owner_id is not None and f.owner_since is None:
         f.owner_since = _tenure_start(
             f, _history(owners, OwnershipChange, f, "ownership_history", "owner_id"), now)
@@ -2316,6 +2330,18 @@ _ITEM_KEYS = frozenset({"record", "activities", "stage_history", "ownership_hist
                         "customer"})
 
 
+def _prepare_item(t: TimeoutsPolicy, item: Any, now: datetime) -> _Facts:
+    """``_prepare(t, _as_input(item), now)`` without building the :class:`CheckInput` of a
+    plain dict item."""
+    if type(item) is dict and "record" in item and "type" not in item \
+            and _ITEM_KEYS.issuperset(item):
+        get = item.get
+        return _prepare_parts(t, item["record"], get("activities") or (),
+                              get("stage_history") or (), get("ownership_history") or (),
+                              get("customer"), now)
+    return _prepare(t, _as_input(item), now)
+
+
 def _as_input(item: Any) -> CheckInput:
     if type(item) is dict and "record" in item and "type" not in item \
             and _ITEM_KEYS.issuperset(item):
@@ -2358,7 +2384,7 @@ def sweep(policy: Any, items: Iterable[Any], now: datetime) -> Iterator[Decision
     cw = _Clockwork(t.calendar, t.days)
     digest = str(getattr(policy, "digest", ""))
     for item in items:
-        yield _decide(t, _prepare(t, _as_input(item), now), now, cw, False, digest)
+        yield _decide(t, _prepare_item(t, item, now), now, cw, False, digest)
 
 
 def sweep_entries(policy: Any, items: Iterable[Any], now: datetime) -> Iterator[SweepEntry]:
@@ -2386,7 +2412,7 @@ def sweep_entries(policy: Any, items: Iterable[Any], now: datetime) -> Iterator[
     cw = _Clockwork(t.calendar, t.days)
     digest = str(getattr(policy, "digest", ""))
     for item in items:
-        f = _prepare(t, _as_input(item), now)
+        f = _prepare_item(t, item, now)
         entry = _lean_entry(t, f, now, cw)
         yield entry if entry is not None else _entry(_decide(t, f, now, cw, False, digest))
 
@@ -2420,7 +2446,7 @@ def sweep_all(policy: Any, items: Iterable[Any], now: datetime) -> Decision[Swee
     n = 0
     for item in items:
         n += 1
-        f = _prepare(t, _as_input(item), now)
+        f = _prepare_item(t, item, now)
         entry = _lean_entry(t, f, now, cw, act=False)
         if entry is None:
             d = _decide(t, f, now, cw, False, digest)
