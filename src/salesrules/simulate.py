@@ -296,8 +296,9 @@ class _Replay:
         month_ago = now - _COUNT_HORIZON
         while claimed and claimed[0] < month_ago:
             claimed.pop(0)
+        records = host.records
         open_records = tuple(
-            {"id": split_key(k)[1], "status": host.records[k].get("status", "new")}
+            {"id": k[5:], "status": records[k].get("status", "new")}  # k[5:]: after "lead:"
             for k in host.holdings.get(("rep", rep_id), ())
             if k.startswith("lead:")
         )
@@ -386,7 +387,8 @@ class _Replay:
         if kind == "opportunity":
             stage = rec.get("stage")
             status = "won" if stage == "won" else "lost" if stage == "lost" else "open"
-        out = {**_public(rec), "type": kind, "status": status, "owner_id": own[1]}
+        out = {k: v for k, v in rec.items() if not k.startswith("_")}  # _public(rec)
+        out["type"], out["status"], out["owner_id"] = kind, status, own[1]
         if kind == "lead":
             out.pop("pool", None)
         rep = host.reps.get(own[1])
