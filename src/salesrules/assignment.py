@@ -1557,9 +1557,14 @@ def _rotation(rule: CompiledRule, creator: Mapping[str, Any]) -> str:
 
 
 def _rr_state(state: Mapping[str, Any], key: str) -> tuple[str | None, int]:
+    """The rotation pointer ``(last rep, version)`` stored under ``key`` (validated)."""
     raw = state.get(key)
     if raw is None:
         return None, 0
+    if type(raw) is MappingProxyType:  # the hot path: state this library returned
+        last, version = raw.get("last"), raw.get("version", 0)
+        if (last is None or type(last) is str) and type(version) is int:
+            return last, version
     if type(raw) is not MappingProxyType and not isinstance(raw, Mapping):
         raise RecordError("state", key, "expected {last, version}")
     last, version = raw.get("last"), raw.get("version", 0)
@@ -1622,16 +1627,7 @@ def _pick(
         else:
             key = env.rr_keys.get(index) or env.rr_keys.setdefault(index, "rr:" + rule.rotation)
         state = env.state
-        raw = state.get(key)
-        if raw is None:
-            last: str | None = None
-            version = 0
-        elif type(raw) is MappingProxyType:
-            last, version = raw.get("last"), raw.get("version", 0)
-            if not ((last is None or type(last) is str) and type(version) is int):
-                last, version = _rr_state(state, key)
-        else:
-            last, version = _rr_state(state, key)
+        last, version = _rr_state(state, key)
         # A rotation of a lead-independent rule that found nobody eligible finds the same
         # again while the pointer and every candidate's counts are unchanged.
         whole = memo is not None and creator_id is None and env.team_cache.get(index) is order
@@ -2166,16 +2162,7 @@ def _decide_plain(env: _Env, lead: Mapping[str, Any], creator: Mapping[str, Any]
         return _decide(env, lead, creator, _EMPTY, False)
     key = env.rr_keys.get(index) or env.rr_keys.setdefault(index, "rr:" + rule.rotation)
     state = env.state
-    raw = state.get(key)
-    if raw is None:
-        last: str | None = None
-        version = 0
-    elif type(raw) is MappingProxyType:
-        last, version = raw.get("last"), raw.get("version", 0)
-        if not ((last is None or type(last) is str) and type(version) is int):
-            last, version = _rr_state(state, key)
-    else:
-        last, version = _rr_state(state, key)
+    last, version = _rr_state(state, key)
     lead_id: str = lead["id"]
     seen = env.none_memo.get(index)
     if seen is not None and seen[0] == last:
