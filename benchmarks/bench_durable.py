@@ -22,54 +22,18 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
+
+# The peer workload loader and the rule translation are bench_rules.py's: one source of truth
+# for how the canonical peer rules become salesrules conditions.
+from bench_rules import ROOTS, to_condition_spec
+from bench_rules import wl as _WORKLOAD
 
 from salesrules.backends.durable import DurableTable
 from salesrules.conditions import RuleTable, compile_condition
-
-ROOTS = frozenset({"lead"})
-
-
-def _import_workload() -> Any:
-    here = Path(__file__).resolve().parent.parent
-    candidates = [here.parent / "shared" / "bench" / "peers"]
-    env = os.environ.get("SALESRULES_PEERS")
-    if env:
-        candidates.insert(0, Path(env))
-    for folder in candidates:
-        if (folder / "workload.py").is_file():
-            sys.path.insert(0, str(folder))
-            import workload  # type: ignore[import-not-found]
-
-            return workload
-    raise SystemExit(
-        "bench_durable: cannot find the peer workload (workload.py); set SALESRULES_PEERS"
-    )
-
-
-def to_condition_spec(rule: dict[str, Any]) -> dict[str, Any]:
-    """Translate one canonical peer rule into salesrules condition syntax."""
-    spec: dict[str, Any] = {}
-    if rule["region"] is not None:
-        spec["lead.region"] = rule["region"]
-    if rule["sources"] is not None:
-        spec["lead.source"] = {"in": list(rule["sources"])}
-    if rule["industry"] is not None:
-        spec["lead.industry"] = rule["industry"]
-    emp: dict[str, Any] = {}
-    if rule["emp_min"] is not None:
-        emp["ge"] = rule["emp_min"]
-    if rule["emp_max"] is not None:
-        emp["lt"] = rule["emp_max"]
-    if emp:
-        spec["lead.employee_count"] = emp
-    return spec
 
 
 def decide(first: Callable[[Any], Any], leads: list[dict[str, Any]]) -> list[str | None]:
@@ -87,7 +51,7 @@ def main() -> None:
     ap.add_argument("--leads", type=int, default=20_000)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    wl = _import_workload()
+    wl = _WORKLOAD
     rules = wl.by_priority(wl.make_rules(args.rules))
     leads = wl.make_leads(args.leads)
     rows = [(compile_condition(to_condition_spec(r), roots=ROOTS), r["name"]) for r in rules]
